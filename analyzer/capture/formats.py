@@ -1,0 +1,239 @@
+"""Record walkers for pcap and pcapng: bytes in, packet record columns out.
+
+A walker scans one chunk of the file and returns the records that lie wholly inside it, the
+offset where it stopped, and, if it stopped on a bad record, why. The reader carries the
+unfinished tail over to the next chunk. This is the only per-record loop of the fast path.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from analyzer.errors import CaptureFormatError
+
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # microseconds, little-endian
+    b"\xa1\xb2\xc3\xd4": (">", 1_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanoseconds
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+MAX_PACKET = 262_144  # Wireshark's limit for one record
+MAX_BLOCK = 16 * 1024 * 1024
+
+# pcapng block types (draft-ietf-opsawg-pcapng)
+BT_IDB, BT_OPB, BT_SPB, BT_EPB = 1, 2, 3, 6
+OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 9, 14
+
+
+@dataclass(slots=True)
+class RecordColumns:
+    """Packet records found in a chunk, as parallel lists (converted to arrays by the reader)."""
+
+    data_offset: list[int] = field(default_factory=list)
+    caplen: list[int] = field(default_factory=list)
+    wirelen: list[int] = field(default_factory=list)
+    ts_ns: list[int] = field(default_factory=list)
+    linktype: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class WalkResult:
+    records: RecordColumns
+    stop: int  # offset of the first byte not consumed
+    error: str = ""  # non-empty when the walk stopped on a bad record
+
+
+class Walker(Protocol):
+    file_format: str
+    timestamp_resolution: str
+    linktypes: set[int]
+
+    def walk(self, buf: bytes, start: int) -> WalkResult: ...
+
+
+def sniff_format(head: bytes) -> str:
+    """'pcap' or 'pcapng' from the first bytes of a file; CaptureFormatError otherwise."""
+    if head[:4] in PCAP_MAGIC:
+        return "pcap"
+    if head[:4] == PCAPNG_SHB:
+        return "pcapng"
+    if len(head) < 4:
+        raise CaptureFormatError(f"not a capture: only {len(head)} bytes")
+    raise CaptureFormatError(f"not a pcap or pcapng file (magic 0x{head[:4].hex()})")
+
+
+class PcapWalker:
+    """Classic libpcap format: a 24-byte file header, then 16-byte record headers."""
+
+    file_format = "pcap"
+
+    def __init__(self, header: bytes) -> None:
+        if len(header) < 24:
+            raise CaptureFormatError("truncated pcap file header")
+        self.endian, self.ns_per_tick = PCAP_MAGIC[header[:4]]
+        _, _, _, _, self.snaplen, linktype = struct.unpack(self.endian + "HHiIII", header[4:24])
+        self.linktype = linktype & 0x0FFFFFFF  # upper bits may carry FCS flags
+        self.linktypes = {self.linktype}
+        self.timestamp_resolution = "ns" if self.ns_per_tick == 1 else "us"
+        self._record = struct.Struct(self.endian + "IIII")
+
+    @staticmethod
+    def header_size() -> int:
+        return 24
+
+    def walk(self, buf: bytes, start: int) -> WalkResult:
+        cols = RecordColumns()
+        unpack, size, pos = self._record.unpack_from, len(buf), start
+        offsets, caplens, wirelens, stamps = cols.data_offset, cols.caplen, cols.wirelen, cols.ts_ns
+        tick, error = self.ns_per_tick, ""
+        while pos + 16 <= size:
+            sec, frac, caplen, wirelen = unpack(buf, pos)
+            if caplen > MAX_PACKET:
+                error = f"record claims {caplen} captured bytes (limit {MAX_PACKET})"
+                break
+            if pos + 16 + caplen > size:
+                break
+            offsets.append(pos + 16)
+            caplens.append(caplen)
+            wirelens.append(wirelen)
+            stamps.append(sec * 1_000_000_000 + frac * tick)
+            pos += 16 + caplen
+        cols.linktype = [self.linktype] * len(offsets)
+        return WalkResult(cols, pos, error)
+
+
+@dataclass(slots=True)
+class _Interface:
+    linktype: int
+    snaplen: int
+    resolution: tuple[int, int] = (10, 6)  # timestamp unit = base ** -exponent seconds
+    offset_ns: int = 0
+
+    def to_ns(self, units: int) -> int:
+        base, exponent = self.resolution
+        if base == 10:
+            return units * 10 ** (9 - exponent) if exponent <= 9 else units // 10 ** (exponent - 9)
+        return (units * 1_000_000_000) >> exponent
+
+
+class PcapngWalker:
+    """pcapng: Section Header, Interface Description and packet blocks (EPB, SPB, OPB)."""
+
+    file_format = "pcapng"
+
+    def __init__(self) -> None:
+        self.endian = "<"
+        self.interfaces: list[_Interface] = []
+        self.linktypes: set[int] = set()
+        self.timestamp_resolution = "us"
+        self.skipped_blocks = 0
+
+    def walk(self, buf: bytes, start: int) -> WalkResult:
+        cols, pos, size = RecordColumns(), start, len(buf)
+        while pos + 12 <= size:
+            block_type, block_len = self._block_header(buf, pos)
+            if block_len < 12 or block_len % 4 or block_len > MAX_BLOCK:
+                return WalkResult(cols, pos, f"bad pcapng block length {block_len}")
+            if pos + block_len > size:
+                break
+            error = self._block(buf, pos, block_type, block_len, cols)
+            if error:
+                return WalkResult(cols, pos, error)
+            pos += block_len
+        return WalkResult(cols, pos)
+
+    def _block_header(self, buf: bytes, pos: int) -> tuple[int, int]:
+        if buf[pos : pos + 4] == PCAPNG_SHB and pos + 12 <= len(buf):
+            self.endian = "<" if struct.unpack_from("<I", buf, pos + 8)[0] == 0x1A2B3C4D else ">"
+        block_type, block_len = struct.unpack_from(self.endian + "II", buf, pos)
+        return block_type, block_len
+
+    def _block(self, buf: bytes, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
+        body = memoryview(buf)[pos + 8 : pos + blen - 4]
+        if btype == BT_EPB:
+            return self._packet(cols, pos, body, *struct.unpack_from(self.endian + "IIIII", body))
+        if btype == BT_SPB:
+            return self._simple_packet(cols, pos, body)
+        if btype == BT_OPB:
+            iface, _, hi, lo, cap, wire = struct.unpack_from(self.endian + "HHIIII", body)
+            return self._packet(cols, pos, body, iface, hi, lo, cap, wire)
+        if btype == struct.unpack(self.endian + "I", PCAPNG_SHB)[0]:
+            return self._section_header(body)
+        if btype == BT_IDB:
+            return self._interface(body)
+        self.skipped_blocks += 1
+        return ""
+
+    def _section_header(self, body: memoryview) -> str:
+        if struct.unpack_from(self.endian + "I", body)[0] != PCAPNG_BYTE_ORDER_MAGIC:
+            return "bad pcapng byte-order magic"
+        self.interfaces = []  # interface ids restart in each section
+        return ""
+
+    def _interface(self, body: memoryview) -> str:
+        if len(body) < 8:
+            return "truncated pcapng interface block"
+        linktype, _, snaplen = struct.unpack_from(self.endian + "HHI", body)
+        iface = _Interface(linktype, snaplen)
+        for code, value in _options(body[8:], self.endian):
+            _apply_interface_option(iface, code, value, self.endian)
+        if iface.resolution != (10, 6):
+            base, exponent = iface.resolution
+            self.timestamp_resolution = f"{base}^-{exponent} s"
+        self.interfaces.append(iface)
+        self.linktypes.add(linktype)
+        return ""
+
+    def _packet(
+        self, cols: RecordColumns, pos: int, body: memoryview,
+        iface_id: int, hi: int, lo: int, caplen: int, wirelen: int,
+    ) -> str:
+        header = 20  # EPB and OPB fixed fields
+        if iface_id >= len(self.interfaces):
+            return f"packet block names interface {iface_id}, which was never described"
+        if caplen > len(body) - header or caplen > MAX_PACKET:
+            return f"packet block claims {caplen} captured bytes, more than it holds"
+        iface = self.interfaces[iface_id]
+        units = (hi << 32) | lo
+        cols.data_offset.append(pos + 8 + header)
+        cols.caplen.append(caplen)
+        cols.wirelen.append(wirelen)
+        cols.ts_ns.append(iface.to_ns(units) + iface.offset_ns)
+        cols.linktype.append(iface.linktype)
+        return ""
+
+    def _simple_packet(self, cols: RecordColumns, pos: int, body: memoryview) -> str:
+        if not self.interfaces:
+            return "simple packet block before any interface block"
+        (wirelen,) = struct.unpack_from(self.endian + "I", body)
+        iface = self.interfaces[0]
+        caplen = min(wirelen, len(body) - 4, iface.snaplen or MAX_PACKET)
+        cols.data_offset.append(pos + 12)
+        cols.caplen.append(caplen)
+        cols.wirelen.append(wirelen)
+        cols.ts_ns.append(0)  # SPBs carry no timestamp
+        cols.linktype.append(iface.linktype)
+        return ""
+
+
+def _options(data: memoryview, endian: str) -> list[tuple[int, bytes]]:
+    """pcapng options: (code, value) pairs up to opt_endofopt or the end of the data."""
+    found, pos = [], 0
+    while pos + 4 <= len(data):
+        code, length = struct.unpack_from(endian + "HH", data, pos)
+        if code == 0:
+            break
+        found.append((code, bytes(data[pos + 4 : pos + 4 + length])))
+        pos += 4 + length + (-length % 4)
+    return found
+
+
+def _apply_interface_option(iface: _Interface, code: int, value: bytes, endian: str) -> None:
+    if code == OPT_IF_TSRESOL and value:
+        iface.resolution = (2 if value[0] & 0x80 else 10, value[0] & 0x7F)
+    elif code == OPT_IF_TSOFFSET and len(value) >= 8:
+        iface.offset_ns = struct.unpack(endian + "q", value[:8])[0] * 1_000_000_000

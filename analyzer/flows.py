@@ -1,0 +1,168 @@
+"""Bidirectional TCP/UDP flows, built batch by batch from `PacketColumns`.
+
+Each flow is kept in a canonical orientation (endpoint A sorts before endpoint B) while packets
+arrive; which side is the client is decided once the capture has been read (`orient`).
+Per-packet work is vectorized: packets are hashed to a 64-bit flow key, factorized, and the
+counters of the few flows present in a batch are updated with `bincount`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analyzer.packets import PROTO_TCP, PROTO_UDP, PacketColumns
+
+TCP_SYN, TCP_ACK = 0x02, 0x10
+Endpoint = tuple[int, int, int]  # (address high 64 bits, low 64 bits, port)
+
+
+def address_text(hi: int, lo: int) -> str:
+    """Text form of an address stored as two 64-bit halves (IPv4 as ::ffff:a.b.c.d)."""
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+@dataclass(slots=True)
+class Flow:
+    """One bidirectional transport conversation; direction 0 is A -> B, 1 is B -> A."""
+
+    flow_id: int
+    transport: str  # 'udp' | 'tcp'
+    a: Endpoint
+    b: Endpoint
+    first_ts_ns: int
+    last_ts_ns: int
+    first_frame: int
+    first_sender: int  # 0 when A sent the first packet, 1 when B did
+    syn_sender: int = -1  # TCP: who sent the SYN (without ACK); -1 if not seen
+    packets: list[int] = field(default_factory=lambda: [0, 0])
+    bytes: list[int] = field(default_factory=lambda: [0, 0])
+    payload_bytes: list[int] = field(default_factory=lambda: [0, 0])
+
+    def address(self, side: int) -> str:
+        ep = self.b if side else self.a
+        return address_text(ep[0], ep[1])
+
+    def port(self, side: int) -> int:
+        return (self.b if side else self.a)[2]
+
+
+@dataclass(slots=True)
+class FlowAssignment:
+    """For each packet of a batch: its flow's index in `FlowTable.flows` (-1: none) and direction."""
+
+    flow_index: np.ndarray  # int64
+    direction: np.ndarray  # int8: 0 A->B, 1 B->A
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a well-spread 64-bit hash of each element."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _less(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Lexicographic a <= b over parallel columns."""
+    result = np.ones(a[0].size, dtype=bool)
+    for col_a, col_b in reversed(list(zip(a, b, strict=True))):
+        result = (col_a < col_b) | ((col_a == col_b) & result)
+    return result
+
+
+class FlowTable:
+    """All flows of one capture."""
+
+    def __init__(self) -> None:
+        self.flows: list[Flow] = []
+        self._by_key: dict[tuple[int, ...], int] = {}
+
+    def update(self, cols: PacketColumns) -> FlowAssignment:
+        n = len(cols)
+        flow_index = np.full(n, -1, dtype=np.int64)
+        direction = np.zeros(n, dtype=np.int8)
+        sel = np.flatnonzero(
+            (cols.sport >= 0) & ((cols.ip_proto == PROTO_UDP) | (cols.ip_proto == PROTO_TCP))
+        )
+        if sel.size:
+            flow_index[sel], direction[sel] = self._assign(cols, sel)
+            self._count(cols, sel, flow_index[sel], direction[sel])
+        return FlowAssignment(flow_index, direction)
+
+    def _assign(self, cols: PacketColumns, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        src = (cols.src_hi[sel], cols.src_lo[sel], cols.sport[sel].astype(np.uint64))
+        dst = (cols.dst_hi[sel], cols.dst_lo[sel], cols.dport[sel].astype(np.uint64))
+        src_is_a = _less(src, dst)
+        a = tuple(np.where(src_is_a, s, d) for s, d in zip(src, dst, strict=True))
+        b = tuple(np.where(src_is_a, d, s) for s, d in zip(src, dst, strict=True))
+        proto = cols.ip_proto[sel].astype(np.uint64)
+        key = _mix(proto)
+        for column in (*a, *b):
+            key = _mix(key ^ column)
+        codes, uniques = pd.factorize(key)
+        first = np.full(uniques.size, sel.size, dtype=np.int64)
+        np.minimum.at(first, codes, np.arange(sel.size))
+        local_to_flow = np.array(
+            [self._lookup(cols, sel, int(i), a, b, bool(src_is_a[i])) for i in first],
+            dtype=np.int64,
+        )
+        return local_to_flow[codes], (~src_is_a).astype(np.int8)
+
+    def _lookup(
+        self, cols: PacketColumns, sel: np.ndarray, i: int,
+        a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], src_is_a: bool,
+    ) -> int:
+        row = sel[i]
+        proto = int(cols.ip_proto[row])
+        ep_a = (int(a[0][i]), int(a[1][i]), int(a[2][i]))
+        ep_b = (int(b[0][i]), int(b[1][i]), int(b[2][i]))
+        key = (proto, *ep_a, *ep_b)
+        index = self._by_key.get(key)
+        if index is None:
+            index = len(self.flows)
+            self._by_key[key] = index
+            self.flows.append(Flow(
+                flow_id=index + 1, transport="tcp" if proto == PROTO_TCP else "udp",
+                a=ep_a, b=ep_b, first_ts_ns=int(cols.ts_ns[row]), last_ts_ns=int(cols.ts_ns[row]),
+                first_frame=int(cols.frame[row]), first_sender=0 if src_is_a else 1,
+            ))
+        return index
+
+    def _count(
+        self, cols: PacketColumns, sel: np.ndarray, flow_index: np.ndarray, direction: np.ndarray
+    ) -> None:
+        present, local = np.unique(flow_index, return_inverse=True)
+        slot = local * 2 + direction
+        size = present.size * 2
+        packets = np.bincount(slot, minlength=size)
+        wire = np.bincount(slot, weights=cols.wirelen[sel], minlength=size)
+        payload = np.bincount(slot, weights=cols.payload_len[sel], minlength=size)
+        last_ts = np.full(present.size, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last_ts, local, cols.ts_ns[sel])
+        syn = (cols.tcp_flags[sel] & (TCP_SYN | TCP_ACK)) == TCP_SYN
+        syn_dir = np.full(present.size, -1, dtype=np.int64)
+        syn_dir[local[syn]] = direction[syn]
+        for j, index in enumerate(present.tolist()):
+            self._add(self.flows[index], j, packets, wire, payload, int(last_ts[j]), int(syn_dir[j]))
+
+    @staticmethod
+    def _add(
+        flow: Flow, j: int, packets: np.ndarray, wire: np.ndarray, payload: np.ndarray,
+        last_ts: int, syn_dir: int,
+    ) -> None:
+        for d in (0, 1):
+            flow.packets[d] += int(packets[2 * j + d])
+            flow.bytes[d] += int(wire[2 * j + d])
+            flow.payload_bytes[d] += int(payload[2 * j + d])
+        flow.last_ts_ns = max(flow.last_ts_ns, last_ts)
+        if flow.syn_sender < 0 and syn_dir >= 0:
+            flow.syn_sender = syn_dir

@@ -1,0 +1,1 @@
+"""Self-contained HTML reports built from confscope's output tables (later issue)."""
