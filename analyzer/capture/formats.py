@@ -3,6 +3,8 @@
 A walker scans one chunk of the file and returns the records that lie wholly inside it, the
 offset where it stopped, and, if it stopped on a bad record, why. The reader carries the
 unfinished tail over to the next chunk. This is the only per-record loop of the fast path.
+
+Formats: draft-ietf-opsawg-pcap (classic pcap) and draft-ietf-opsawg-pcapng (pcapng).
 """
 
 from __future__ import annotations
@@ -13,19 +15,33 @@ from typing import Protocol
 
 from analyzer.errors import CaptureFormatError
 
-PCAP_MAGIC = {
+PCAP_MAGIC = {  # magic as stored -> (byte order, nanoseconds per fraction tick)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # microseconds, little-endian
     b"\xa1\xb2\xc3\xd4": (">", 1_000),
     b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanoseconds
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
+PCAP_FILE_HEADER = "HHiIII"  # version_major, version_minor, thiszone, sigfigs, snaplen, linktype
+PCAP_RECORD_HEADER = "IIII"  # ts_sec, ts_frac, caplen, wirelen
+PCAP_LINKTYPE_MASK = 0xFFFF  # the upper bits carry the FCS length and flags
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+BYTE_SWAPPED_MAGIC = 0x4D3C2B1A
 MAX_PACKET = 262_144  # Wireshark's limit for one record
 MAX_BLOCK = 16 * 1024 * 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# pcapng block types (draft-ietf-opsawg-pcapng)
+# pcapng block types and the fixed fields of their bodies (after type and length)
 BT_IDB, BT_OPB, BT_SPB, BT_EPB = 1, 2, 3, 6
+BT_SHB = 0x0A0D0D0A
+BLOCK_BODY = {  # block type -> struct of its fixed fields
+    BT_SHB: "IHHq",  # byte-order magic, major, minor, section length
+    BT_IDB: "HHI",  # linktype, reserved, snaplen
+    BT_EPB: "IIIII",  # interface id, timestamp high, low, caplen, wirelen
+    BT_OPB: "HHIIII",  # interface id, drops, timestamp high, low, caplen, wirelen
+    BT_SPB: "I",  # wirelen
+}
+PACKET_FIELDS = 20  # fixed fields before packet data in an EPB and an OPB
 OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 9, 14
 
 
@@ -49,8 +65,11 @@ class WalkResult:
 
 class Walker(Protocol):
     file_format: str
-    timestamp_resolution: str
     linktypes: set[int]
+    skipped_blocks: int
+
+    @property
+    def timestamp_resolution(self) -> str: ...
 
     def walk(self, buf: bytes, start: int) -> WalkResult: ...
 
@@ -66,20 +85,36 @@ def sniff_format(head: bytes) -> str:
     raise CaptureFormatError(f"not a pcap or pcapng file (magic 0x{head[:4].hex()})")
 
 
+def resolution_name(base: int, exponent: int) -> str:
+    """'us', 'ns', 'ms' or e.g. '2^-20 s' for a timestamp unit of base ** -exponent seconds."""
+    named = {(10, 3): "ms", (10, 6): "us", (10, 9): "ns"}
+    return named.get((base, exponent), f"{base}^-{exponent} s")
+
+
+def clamp_ns(value: int) -> int:
+    """A nanosecond timestamp forced into int64 (a garbage timestamp must not stop the read)."""
+    return min(max(value, INT64_MIN), INT64_MAX)
+
+
 class PcapWalker:
     """Classic libpcap format: a 24-byte file header, then 16-byte record headers."""
 
     file_format = "pcap"
+    skipped_blocks = 0
 
     def __init__(self, header: bytes) -> None:
         if len(header) < 24:
             raise CaptureFormatError("truncated pcap file header")
         self.endian, self.ns_per_tick = PCAP_MAGIC[header[:4]]
-        _, _, _, _, self.snaplen, linktype = struct.unpack(self.endian + "HHiIII", header[4:24])
-        self.linktype = linktype & 0x0FFFFFFF  # upper bits may carry FCS flags
+        fields = struct.unpack(self.endian + PCAP_FILE_HEADER, header[4:24])
+        self.snaplen = fields[4]
+        self.linktype = fields[5] & PCAP_LINKTYPE_MASK
         self.linktypes = {self.linktype}
-        self.timestamp_resolution = "ns" if self.ns_per_tick == 1 else "us"
-        self._record = struct.Struct(self.endian + "IIII")
+        self._record = struct.Struct(self.endian + PCAP_RECORD_HEADER)
+
+    @property
+    def timestamp_resolution(self) -> str:
+        return "ns" if self.ns_per_tick == 1 else "us"
 
     @staticmethod
     def header_size() -> int:
@@ -100,7 +135,7 @@ class PcapWalker:
             offsets.append(pos + 16)
             caplens.append(caplen)
             wirelens.append(wirelen)
-            stamps.append(sec * 1_000_000_000 + frac * tick)
+            stamps.append(sec * 1_000_000_000 + frac * tick)  # < 2**63 for any u32 pair
             pos += 16 + caplen
         cols.linktype = [self.linktype] * len(offsets)
         return WalkResult(cols, pos, error)
@@ -129,89 +164,102 @@ class PcapngWalker:
         self.endian = "<"
         self.interfaces: list[_Interface] = []
         self.linktypes: set[int] = set()
-        self.timestamp_resolution = "us"
+        self.resolutions: set[tuple[int, int]] = set()
         self.skipped_blocks = 0
+
+    @property
+    def timestamp_resolution(self) -> str:
+        """The interfaces' timestamp units, e.g. 'us' or 'ns' or 'us,ns'."""
+        return ",".join(sorted(resolution_name(*r) for r in self.resolutions or {(10, 6)}))
 
     def walk(self, buf: bytes, start: int) -> WalkResult:
         cols, pos, size = RecordColumns(), start, len(buf)
         while pos + 12 <= size:
             block_type, block_len = self._block_header(buf, pos)
+            if block_len < 0:
+                return WalkResult(cols, pos, "bad pcapng byte-order magic")
             if block_len < 12 or block_len % 4 or block_len > MAX_BLOCK:
                 return WalkResult(cols, pos, f"bad pcapng block length {block_len}")
             if pos + block_len > size:
                 break
-            error = self._block(buf, pos, block_type, block_len, cols)
+            error = self._check_trailer(buf, pos, block_len) or self._block(
+                buf, pos, block_type, block_len, cols
+            )
             if error:
                 return WalkResult(cols, pos, error)
             pos += block_len
         return WalkResult(cols, pos)
 
     def _block_header(self, buf: bytes, pos: int) -> tuple[int, int]:
-        if buf[pos : pos + 4] == PCAPNG_SHB and pos + 12 <= len(buf):
-            self.endian = "<" if struct.unpack_from("<I", buf, pos + 8)[0] == 0x1A2B3C4D else ">"
+        if buf[pos : pos + 4] == PCAPNG_SHB:  # each section declares its own byte order
+            magic = struct.unpack_from("<I", buf, pos + 8)[0]
+            if magic not in (PCAPNG_BYTE_ORDER_MAGIC, BYTE_SWAPPED_MAGIC):
+                return BT_SHB, -1
+            self.endian = "<" if magic == PCAPNG_BYTE_ORDER_MAGIC else ">"
         block_type, block_len = struct.unpack_from(self.endian + "II", buf, pos)
         return block_type, block_len
 
-    def _block(self, buf: bytes, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
-        body = memoryview(buf)[pos + 8 : pos + blen - 4]
-        if btype == BT_EPB:
-            return self._packet(cols, pos, body, *struct.unpack_from(self.endian + "IIIII", body))
-        if btype == BT_SPB:
-            return self._simple_packet(cols, pos, body)
-        if btype == BT_OPB:
-            iface, _, hi, lo, cap, wire = struct.unpack_from(self.endian + "HHIIII", body)
-            return self._packet(cols, pos, body, iface, hi, lo, cap, wire)
-        if btype == struct.unpack(self.endian + "I", PCAPNG_SHB)[0]:
-            return self._section_header(body)
-        if btype == BT_IDB:
-            return self._interface(body)
-        self.skipped_blocks += 1
+    def _check_trailer(self, buf: bytes, pos: int, blen: int) -> str:
+        (trailer,) = struct.unpack_from(self.endian + "I", buf, pos + blen - 4)
+        if trailer != blen:
+            return f"pcapng block lengths disagree ({blen} at the start, {trailer} at the end)"
         return ""
 
-    def _section_header(self, body: memoryview) -> str:
-        if struct.unpack_from(self.endian + "I", body)[0] != PCAPNG_BYTE_ORDER_MAGIC:
-            return "bad pcapng byte-order magic"
+    def _block(self, buf: bytes, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
+        body = memoryview(buf)[pos + 8 : pos + blen - 4]
+        layout = BLOCK_BODY.get(btype)
+        if layout is None:
+            self.skipped_blocks += 1
+            return ""
+        if len(body) < struct.calcsize("=" + layout):
+            return f"pcapng block of type {btype} too short ({blen} bytes)"
+        fields = struct.unpack_from(self.endian + layout, body)
+        if btype == BT_EPB:
+            return self._packet(cols, pos, body, *fields)
+        if btype == BT_OPB:
+            return self._packet(cols, pos, body, fields[0], *fields[2:])
+        if btype == BT_SPB:
+            return self._simple_packet(cols, pos, body, fields[0])
+        if btype == BT_SHB:
+            return self._section_header(fields[1])
+        return self._interface(body, *fields)
+
+    def _section_header(self, major: int) -> str:
+        if major != 1:
+            return f"unsupported pcapng major version {major}"
         self.interfaces = []  # interface ids restart in each section
         return ""
 
-    def _interface(self, body: memoryview) -> str:
-        if len(body) < 8:
-            return "truncated pcapng interface block"
-        linktype, _, snaplen = struct.unpack_from(self.endian + "HHI", body)
+    def _interface(self, body: memoryview, linktype: int, _reserved: int, snaplen: int) -> str:
         iface = _Interface(linktype, snaplen)
         for code, value in _options(body[8:], self.endian):
             _apply_interface_option(iface, code, value, self.endian)
-        if iface.resolution != (10, 6):
-            base, exponent = iface.resolution
-            self.timestamp_resolution = f"{base}^-{exponent} s"
         self.interfaces.append(iface)
         self.linktypes.add(linktype)
+        self.resolutions.add(iface.resolution)
         return ""
 
     def _packet(
         self, cols: RecordColumns, pos: int, body: memoryview,
         iface_id: int, hi: int, lo: int, caplen: int, wirelen: int,
     ) -> str:
-        header = 20  # EPB and OPB fixed fields
         if iface_id >= len(self.interfaces):
             return f"packet block names interface {iface_id}, which was never described"
-        if caplen > len(body) - header or caplen > MAX_PACKET:
+        if caplen > len(body) - PACKET_FIELDS or caplen > MAX_PACKET:
             return f"packet block claims {caplen} captured bytes, more than it holds"
         iface = self.interfaces[iface_id]
-        units = (hi << 32) | lo
-        cols.data_offset.append(pos + 8 + header)
+        cols.data_offset.append(pos + 8 + PACKET_FIELDS)
         cols.caplen.append(caplen)
         cols.wirelen.append(wirelen)
-        cols.ts_ns.append(iface.to_ns(units) + iface.offset_ns)
+        cols.ts_ns.append(clamp_ns(iface.to_ns((hi << 32) | lo) + iface.offset_ns))
         cols.linktype.append(iface.linktype)
         return ""
 
-    def _simple_packet(self, cols: RecordColumns, pos: int, body: memoryview) -> str:
+    def _simple_packet(self, cols: RecordColumns, pos: int, body: memoryview, wirelen: int) -> str:
         if not self.interfaces:
             return "simple packet block before any interface block"
-        (wirelen,) = struct.unpack_from(self.endian + "I", body)
         iface = self.interfaces[0]
-        caplen = min(wirelen, len(body) - 4, iface.snaplen or MAX_PACKET)
+        caplen = min(wirelen, len(body) - 4, iface.snaplen or MAX_PACKET, MAX_PACKET)
         cols.data_offset.append(pos + 12)
         cols.caplen.append(caplen)
         cols.wirelen.append(wirelen)

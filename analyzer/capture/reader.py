@@ -8,11 +8,12 @@ chunks is carried over. A damaged capture is read up to the damage, which is rec
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -21,25 +22,58 @@ from analyzer.capture.formats import PcapngWalker, PcapWalker, Walker, WalkResul
 from analyzer.errors import CaptureFormatError, ConfscopeError
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+MIN_CHUNK_BYTES = 4096
 GZIP_MAGIC = b"\x1f\x8b"
-_READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
+_READ_ERRORS = (EOFError, zlib.error, OSError)  # gzip.BadGzipFile is an OSError
 
 
-def open_capture_stream(path: Path) -> tuple[BinaryIO, str]:
-    """Open `path` for reading, transparently decompressing gzip; one-line errors otherwise."""
-    if not path.exists():
-        raise ConfscopeError(f"{path}: no such file")
-    if path.is_dir():
-        raise ConfscopeError(f"{path}: is a directory, not a capture file")
+@contextmanager
+def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
+    """`path` opened for reading, gzip decompressed on the fly; one-line errors otherwise."""
+    with ExitStack() as stack:
+        raw = stack.enter_context(_open_file(path))
+        try:
+            compressed = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+        except OSError as exc:
+            raise ConfscopeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if not compressed:
+            yield raw, ""
+            return
+        yield stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")), "gzip"
+
+
+def _open_file(path: Path) -> io.BufferedReader:
     try:
-        raw = path.open("rb")
+        return path.open("rb")
+    except FileNotFoundError:
+        raise ConfscopeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfscopeError(f"{path}: is a directory, not a capture file") from None
     except OSError as exc:
-        raise ConfscopeError(f"{path}: cannot open ({exc.strerror})") from None
-    if raw.read(2) == GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"  # type: ignore[return-value]
-    raw.seek(0)
-    return raw, ""
+        raise ConfscopeError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise ConfscopeError(f"{path!r}: not a usable path ({exc})") from None
+
+
+def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
+    """Up to `size` bytes and, if the stream broke first, why; bytes read before the break kept.
+
+    `read1` asks the (decompressing) stream for one piece at a time, so an error in the
+    compressed data loses nothing that was decoded before it.
+    """
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        try:
+            part = stream.read1(remaining)
+        except _READ_ERRORS as exc:
+            return b"".join(parts), f"{type(exc).__name__}: {exc}"
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts), ""
 
 
 class CaptureReader:
@@ -47,43 +81,43 @@ class CaptureReader:
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self.path = Path(path)
-        self.chunk_bytes = max(chunk_bytes, 4096)
+        self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         self.info = CaptureInfo(path=str(self.path))
 
     def batches(self) -> Iterator[PacketBatch]:
-        stream, compressed = open_capture_stream(self.path)
-        self.info.compressed = compressed
-        with stream:
-            head = self._read(stream, 24)
-            walker, start = self._make_walker(head)
+        """The capture's packets in file order; `info` is filled in as they are read."""
+        self.info = CaptureInfo(path=str(self.path))
+        with open_capture_stream(self.path) as (stream, compressed):
+            self.info.compressed = compressed
+            head, error = read_upto(stream, 24)
+            walker, start = self._make_walker(head, error)
+            self.info.file_format = walker.file_format
             yield from self._walk_chunks(stream, walker, head, start)
-        self.info.file_format = walker.file_format
-        self.info.linktypes = set(walker.linktypes)
-        self.info.timestamp_resolution = walker.timestamp_resolution
-        self.info.skipped_blocks = getattr(walker, "skipped_blocks", 0)
 
-    def _make_walker(self, head: bytes) -> tuple[Walker, int]:
+    def _make_walker(self, head: bytes, read_error: str) -> tuple[Walker, int]:
+        if read_error and len(head) < 24:
+            raise CaptureFormatError(f"{self.path}: {self._read_problem()} ({read_error})")
         if not head:
             raise CaptureFormatError(f"{self.path}: empty file")
         try:
             kind = sniff_format(head)
+            if kind == "pcap":
+                return PcapWalker(head), 24
         except CaptureFormatError as exc:
             raise CaptureFormatError(f"{self.path}: {exc}") from None
-        if kind == "pcap":
-            if len(head) < 24:
-                raise CaptureFormatError(f"{self.path}: truncated pcap file header")
-            return PcapWalker(head), 24
         return PcapngWalker(), 0
 
     def _walk_chunks(
-        self, stream: BinaryIO, walker: Walker, carry: bytes, start: int
+        self, stream: io.BufferedIOBase, walker: Walker, carry: bytes, start: int
     ) -> Iterator[PacketBatch]:
-        file_offset = 0  # file offset of carry[0]
-        eof = False
+        file_offset = 0  # offset of carry[0] in the (decompressed) capture
+        eof, read_error = False, ""
         while not eof:
-            chunk, eof = self._next_chunk(stream, file_offset + len(carry))
+            chunk, read_error = read_upto(stream, self.chunk_bytes)
+            eof = bool(read_error) or len(chunk) < self.chunk_bytes
             buf = carry + chunk
             result = walker.walk(buf, start)
+            self._note_walker(walker)
             if result.records.data_offset:
                 yield self._to_batch(buf, result)
             if result.error:
@@ -91,27 +125,18 @@ class CaptureReader:
                 return
             file_offset += result.stop
             carry, start = buf[result.stop :], 0
-        if carry:
+        if read_error:
+            self._damage(file_offset, f"{self._read_problem()} ({read_error})")
+        elif carry:
             self._damage(file_offset, f"capture ends inside a record ({len(carry)} bytes left)")
 
-    def _next_chunk(self, stream: BinaryIO, offset: int) -> tuple[bytes, bool]:
-        try:
-            chunk = self._read(stream, self.chunk_bytes)
-        except _READ_ERRORS as exc:
-            self._damage(offset, f"compressed data is damaged ({exc})")
-            return b"", True
-        return chunk, len(chunk) < self.chunk_bytes
+    def _read_problem(self) -> str:
+        return "compressed data is damaged" if self.info.compressed else "read error"
 
-    @staticmethod
-    def _read(stream: BinaryIO, size: int) -> bytes:
-        parts, remaining = [], size
-        while remaining > 0:
-            part = stream.read(remaining)
-            if not part:
-                break
-            parts.append(part)
-            remaining -= len(part)
-        return b"".join(parts)
+    def _note_walker(self, walker: Walker) -> None:
+        self.info.linktypes = set(walker.linktypes)
+        self.info.timestamp_resolution = walker.timestamp_resolution
+        self.info.skipped_blocks = walker.skipped_blocks
 
     def _damage(self, file_offset: int, reason: str) -> None:
         if self.info.damage is None:

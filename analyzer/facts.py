@@ -1,0 +1,144 @@
+"""What the slow path learns about flows and about the capture as a whole.
+
+Plain records, filled by `analyzer.inspector` and read by the assessment stages; nothing here
+parses bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Strength of a piece of service evidence, strongest first (the issue's order).
+SIGNATURE, NAME, ADDRESS_RANGE, LEARNED, PORT = 5, 4, 3, 2, 1
+STRENGTH_WORDS = {SIGNATURE: "signature", NAME: "name", ADDRESS_RANGE: "address range",
+                  LEARNED: "learned from signalling", PORT: "port"}
+
+Endpoint = tuple[str, int]  # (address text, port)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    strength: int
+    service: str
+    text: str
+    frame: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RttSample:
+    """A request/response pair seen in the capture: a lower bound on the path's round trip."""
+
+    kind: str  # 'tcp-handshake' | 'tls-hello' | 'dtls-hello' | 'stun' | 'zoom-handshake'
+    rtt_ms: float
+    request_frame: int
+    response_frame: int
+
+
+@dataclass(slots=True)
+class HandshakeFacts:
+    """TLS, DTLS or QUIC handshake parameters seen on a flow."""
+
+    protocol: str  # 'tls' | 'dtls' | 'quic'
+    client_hello_frame: int = 0
+    server_hello_frame: int = 0
+    sni: str = ""
+    offered_versions: tuple[int, ...] = ()
+    alpn: tuple[str, ...] = ()
+    offered_suites: tuple[int, ...] = ()
+    version: int = 0  # negotiated
+    cipher_suite: int = -1  # negotiated
+    srtp_offered: tuple[int, ...] = ()
+    srtp_profile: int = -1  # negotiated use_srtp profile
+    certificate_subjects: list[str] = field(default_factory=list)
+    certificate_fingerprints: list[str] = field(default_factory=list)
+    certificate_names: list[str] = field(default_factory=list)  # CN and DNS SANs
+    ech: bool = False
+    encrypted_seen: bool = False
+
+
+@dataclass(slots=True)
+class StunFacts:
+    messages: int = 0
+    turn: bool = False
+    classic: bool = False
+    software: set[str] = field(default_factory=set)
+    realm: set[str] = field(default_factory=set)
+    mapped: set[Endpoint] = field(default_factory=set)  # our reflexive addresses
+    relayed: set[Endpoint] = field(default_factory=set)
+    peers: set[Endpoint] = field(default_factory=set)
+    channels: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class FlowFacts:
+    """Everything the slow path has found on one flow (index = FlowTable index)."""
+
+    protocols: set[str] = field(default_factory=set)
+    evidence: list[Evidence] = field(default_factory=list)
+    names: list[tuple[str, str, int]] = field(default_factory=list)  # (name, source, frame)
+    media: set[str] = field(default_factory=set)
+    rtt: list[RttSample] = field(default_factory=list)
+    stun: StunFacts | None = None
+    tls: HandshakeFacts | None = None
+    dtls: HandshakeFacts | None = None
+    quic: HandshakeFacts | None = None
+    sip_call_ids: set[str] = field(default_factory=set)
+    zrtp_messages: set[str] = field(default_factory=set)
+    zoom_types: set[int] = field(default_factory=set)
+    zoom_p2p: bool = False
+    damage: list[str] = field(default_factory=list)
+
+    def add_evidence(self, strength: int, service: str, text: str, frame: int = 0) -> None:
+        if not any(e.service == service and e.text == text for e in self.evidence):
+            self.evidence.append(Evidence(strength, service, text, frame))
+
+    def add_name(self, name: str, source: str, frame: int) -> None:
+        if name and not any(n == name and s == source for n, s, _ in self.names):
+            self.names.append((name, source, frame))
+
+
+@dataclass(slots=True)
+class SdpMedia:
+    """One SDP m= line, indexed by the address and port it announces."""
+
+    call_id: str
+    media: str  # audio | video | ...
+    proto: str  # RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF ...
+    clock_rates: dict[int, int]  # payload type -> clock rate from a=rtpmap
+    encodings: dict[int, str]
+    sdes_suites: tuple[str, ...]
+    fingerprint: str
+    setup: str
+    frame: int
+    over_tls: bool = False
+
+
+@dataclass(slots=True)
+class CaptureFacts:
+    """Capture-wide knowledge that links flows together."""
+
+    dns_names: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # ip -> (name, frame)
+    sdp_media: dict[Endpoint, list[SdpMedia]] = field(default_factory=dict)  # in frame order
+    # endpoint -> (index of the flow that revealed it, how, frame): for service inheritance
+    learned: dict[Endpoint, tuple[int, str, int]] = field(default_factory=dict)
+    zoom_stun_clients: dict[Endpoint, float] = field(default_factory=dict)  # -> time (s)
+    sip_calls: dict[str, list[int]] = field(default_factory=dict)  # call-id -> frames
+    sip_messages: list[dict[str, object]] = field(default_factory=list)
+
+    def sdp_before(self, endpoint: Endpoint, frame: int) -> SdpMedia | None:
+        """The last SDP m= line announcing `endpoint` at or before `frame`.
+
+        Only earlier signalling counts, so the answer never depends on how far the reader has
+        got (batch size) when it is asked.
+        """
+        found = None
+        for entry in self.sdp_media.get(endpoint, ()):
+            if entry.frame > frame:
+                break
+            found = entry
+        return found
+
+    def add_dns(self, address: str, name: str, frame: int) -> None:
+        names = self.dns_names.setdefault(address, [])
+        if all(n != name for n, _ in names):
+            names.append((name, frame))

@@ -1,0 +1,221 @@
+"""The slow path: per-packet decoding of the few packets that carry handshakes and signalling.
+
+`Inspector.process` picks those packets out of a batch with vectorized masks (STUN, DTLS
+handshake records, ZRTP, QUIC long headers, SIP, DNS, TCP SYNs and the first bytes of each TCP
+direction) and hands each to its protocol decoder. What it learns goes into `FlowFacts` (per
+flow) and `CaptureFacts` (links between flows: DNS names, SDP media endpoints, learned peers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from analyzer.capture.batch import PacketBatch
+from analyzer.decode import dtls, quic, sip, stun, tls, zrtp
+from analyzer.decode.demux import Demux, classify_many
+from analyzer.errors import DecodeError
+from analyzer.facts import SIGNATURE, CaptureFacts, FlowFacts, StunFacts
+from analyzer.flows import FlowAssignment, FlowTable
+from analyzer.packets import PROTO_TCP, PROTO_UDP, Gather, PacketColumns
+from analyzer.sessions import SessionRecorder
+
+DNS_PORTS = (53, 5353, 5355)
+SIP_PORTS = (5060, 5061, 5080)
+ZOOM_PORTS = range(8801, 8811)
+MAX_STUN_PER_FLOW = 1000
+MAX_QUIC_INITIALS_PER_FLOW = 8
+TURN_METHODS = frozenset({3, 4, 6, 7, 8, 9, 10, 11, 12})
+SIP_FIRST_BYTES = np.frombuffer(b"ABCIMNOPRSU", dtype=np.uint8)  # ACK BYE ... SIP/2.0 UPDATE
+TCP_SYN, TCP_ACK = 0x02, 0x10
+
+Handler = Callable[[int, int, int, float, bytes], None]
+
+
+class Inspector:
+    def __init__(self, flows: FlowTable, capture: CaptureFacts) -> None:
+        self.flows = flows
+        self.capture = capture
+        self.facts: list[FlowFacts] = []
+        self.sessions = SessionRecorder(self)
+        self._tcp_done = np.zeros(0, dtype=bool)  # per flow * 2 + direction
+        self._quic_seen: dict[int, int] = {}
+        self._quic = quic.QuicInitialAssembler()
+
+    # ------------------------------------------------------------------ selection (vectorized)
+
+    def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
+        self._grow()
+        rows, kinds = self._select(batch, cols, assign)
+        handlers: dict[int, Handler] = {
+            1: self._udp_stun, 2: self._udp_dtls, 3: self._udp_zrtp, 4: self._udp_quic,
+            5: self._udp_sip, 6: self._udp_dns,
+        }
+        buf = batch.buffer
+        for row, kind in zip(rows.tolist(), kinds.tolist(), strict=True):
+            start = int(cols.payload_offset[row])
+            data = buf[start : start + int(cols.payload_len[row])].tobytes()
+            fi, d = int(assign.flow_index[row]), int(assign.direction[row])
+            frame, ts = int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9
+            if kind == 7:
+                self._tcp_segment(fi, d, frame, ts, data, int(cols.tcp_flags[row]),
+                                  int(cols.tcp_seq[row]))
+            else:
+                handlers[kind](fi, d, frame, ts, data)
+
+    def _grow(self) -> None:
+        missing = len(self.flows.flows) - len(self.facts)
+        self.facts.extend(FlowFacts() for _ in range(missing))
+        if self._tcp_done.size < 2 * len(self.flows.flows):
+            grown = np.zeros(max(4 * len(self.flows.flows), 1024), dtype=bool)
+            grown[: self._tcp_done.size] = self._tcp_done
+            self._tcp_done = grown
+
+    def _select(
+        self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
+    ) -> tuple[np.ndarray, np.ndarray]:
+        g = Gather(batch.buffer)
+        fi, plen = assign.flow_index, cols.payload_len
+        first = np.where(plen > 0, g.u8(cols.payload_offset), 0)
+        udp = (cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0)
+        demux = classify_many(first)
+        ports = (cols.sport, cols.dport)
+        kind = np.zeros(len(cols), dtype=np.int8)
+        on_port = _on_ports
+        kind[udp & on_port(ports, DNS_PORTS)] = 6
+        sip_like = np.isin(first, SIP_FIRST_BYTES) & (plen >= 12)
+        kind[udp & sip_like & ((kind == 0) | on_port(ports, SIP_PORTS))] = 5
+        kind[udp & (first >= 0xC0) & (plen >= 1200) & (kind == 0)] = 4
+        kind[udp & (demux == Demux.ZRTP) & (plen >= 8)] = 3
+        handshake = ((first >= 20) & (first <= 22)) | (first == 0x1F)
+        kind[udp & (demux == Demux.DTLS) & handshake & (plen >= 13)] = 2
+        kind[udp & (demux == Demux.STUN) & (plen >= 8) & (kind == 0)] = 1
+        tcp = (cols.ip_proto == PROTO_TCP) & (fi >= 0)
+        slot = np.where(tcp, fi * 2 + assign.direction, 0)
+        wanted = tcp & ((plen > 0) | ((cols.tcp_flags & TCP_SYN) != 0))
+        kind[wanted & ~self._tcp_done[slot]] = 7
+        rows = np.flatnonzero(kind)
+        return rows, kind[rows]
+
+    # ------------------------------------------------------------------ helpers
+
+    def endpoint(self, fi: int, side: int) -> tuple[str, int]:
+        flow = self.flows.flows[fi]
+        return flow.address(side), flow.port(side)
+
+    def _stun_facts(self, fi: int) -> StunFacts:
+        facts = self.facts[fi]
+        if facts.stun is None:
+            facts.stun = StunFacts()
+        return facts.stun
+
+    # ------------------------------------------------------------------ UDP handlers
+
+    def _udp_stun(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        stun_facts = self._stun_facts(fi)
+        if stun_facts.messages >= MAX_STUN_PER_FLOW:
+            return
+        try:
+            msg = stun.parse_stun(data, strict=False)
+        except DecodeError:
+            self.sessions.zoom_handshake(fi, d, frame, ts, data)
+            self.sessions.discord_ip_discovery(fi, frame, data)
+            return
+        self.stun_message(fi, d, frame, ts, msg)
+
+    def stun_message(self, fi: int, d: int, frame: int, ts: float, msg: stun.StunMessage) -> None:
+        facts, stun_facts = self.facts[fi], self._stun_facts(fi)
+        stun_facts.messages += 1
+        stun_facts.classic |= msg.classic
+        is_turn = msg.method in TURN_METHODS
+        stun_facts.turn |= is_turn
+        facts.protocols.add("turn" if is_turn else "stun")
+        for value, bucket in ((msg.software, stun_facts.software), (msg.realm, stun_facts.realm)):
+            if value:
+                bucket.add(value)
+        hint = stun.service_hint(msg)
+        if hint is not None:
+            facts.add_evidence(SIGNATURE, hint.service, hint.evidence, frame)
+        self._stun_addresses(fi, d, frame, ts, msg, hint)
+        self.sessions.stun_transaction(fi, d, frame, ts, msg)
+
+    def _stun_addresses(
+        self, fi: int, d: int, frame: int, ts: float, msg: stun.StunMessage,
+        hint: stun.ServiceHint | None,
+    ) -> None:
+        stun_facts = self._stun_facts(fi)
+        learned = self.capture.learned
+        for address, bucket, why in (
+            (msg.xor_mapped_address or msg.mapped_address, stun_facts.mapped, "STUN mapped address"),
+            (msg.xor_relayed_address, stun_facts.relayed, "TURN relayed address"),
+            (msg.xor_peer_address, stun_facts.peers, "TURN peer address"),
+        ):
+            if address is not None:
+                endpoint = (str(address[0]), int(address[1]))
+                bucket.add(endpoint)
+                learned.setdefault(endpoint, (fi, f"{why} in frame {frame}", frame))
+        if msg.channel_number is not None:
+            stun_facts.channels.add(msg.channel_number)
+        if hint is not None and hint.service == "zoom" and msg.msg_class == "request":
+            self.capture.zoom_stun_clients.setdefault(self.endpoint(fi, d), ts)
+
+    def _udp_dtls(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        try:
+            records = dtls.parse_dtls_records(data)
+        except DecodeError:
+            self.sessions.zoom_p2p_setup(fi, d, frame, ts, data)
+            return
+        self.facts[fi].protocols.add("dtls")
+        assembler = self.sessions.dtls_assembler(fi, d)
+        for record in records:
+            if record.content_type == tls.CONTENT_HANDSHAKE and record.epoch == 0:
+                for message in assembler.feed(record):
+                    self.sessions.handshake_message(fi, d, frame, ts, message, "dtls")
+
+    def _udp_zrtp(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        try:
+            packet = zrtp.parse_zrtp(data)
+        except DecodeError:
+            self.sessions.discord_ip_discovery(fi, frame, data)
+            return
+        facts = self.facts[fi]
+        facts.protocols.add("zrtp")
+        facts.zrtp_messages.add(packet.message_type)
+
+    def _udp_quic(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        seen = self._quic_seen.get(fi, 0)
+        if seen >= MAX_QUIC_INITIALS_PER_FLOW or not quic.looks_like_quic_long_header(data):
+            return
+        self._quic_seen[fi] = seen + 1
+        self.facts[fi].protocols.add("quic")
+        initial = self._quic.feed(data)
+        if initial is not None and initial.client_hello is not None:
+            self.sessions.client_hello(fi, frame, ts, initial.client_hello, "quic")
+
+    def _udp_sip(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        if sip.looks_like_sip(data):
+            self.sessions.sip_message(fi, d, frame, ts, data, over_tls=False)
+
+    def _udp_dns(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        self.sessions.dns_message(fi, frame, data)
+
+    # ------------------------------------------------------------------ TCP
+
+    def _tcp_segment(
+        self, fi: int, d: int, frame: int, ts: float, data: bytes, flags: int, seq: int
+    ) -> None:
+        stream = self.sessions.tcp_direction(fi, d)
+        if flags & TCP_SYN:
+            stream.reassembler.syn(seq)
+            self.sessions.tcp_syn(fi, d, frame, ts, bool(flags & TCP_ACK))
+        new = stream.reassembler.feed(seq, data)
+        if new:
+            self.sessions.tcp_data(fi, d, frame, ts, new)
+        if stream.finished or stream.reassembler.full:
+            self._tcp_done[fi * 2 + d] = True
+
+
+def _on_ports(ports: tuple[np.ndarray, np.ndarray], wanted: tuple[int, ...]) -> np.ndarray:
+    return np.isin(ports[0], wanted) | np.isin(ports[1], wanted)
+

@@ -1,0 +1,150 @@
+"""read -> decode -> flows and streams -> assess -> tables, for one capture or many."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analyzer import FORMAT_VERSION, __version__
+from analyzer.capture.batch import CaptureInfo
+from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
+from analyzer.facts import CaptureFacts
+from analyzer.flows import FlowTable
+from analyzer.inspector import Inspector
+from analyzer.media import MediaExtractor
+from analyzer.packets import decode_batch
+from analyzer.tables import build_tables
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    jobs: int = 0  # 0: all cores
+
+    def as_dict(self) -> dict[str, object]:
+        return {"chunk_bytes": self.chunk_bytes, "jobs": self.jobs}
+
+
+@dataclass(slots=True)
+class CaptureResult:
+    info: CaptureInfo
+    sha256: str
+    size: int
+    tables: dict[str, pd.DataFrame]
+    counts: dict[str, object]
+
+
+@dataclass(slots=True)
+class Analysis:
+    """The tables of one analysis (one or more captures) and its summary."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        return self.tables["flows"]
+
+    @property
+    def streams(self) -> pd.DataFrame:
+        return self.tables["streams"]
+
+    @property
+    def servers(self) -> pd.DataFrame:
+        return self.tables["servers"]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(),
+                    progress: Progress | None = None) -> CaptureResult:
+    """Run the whole pipeline on one capture file."""
+    reader = CaptureReader(path, settings.chunk_bytes)
+    flows, capture = FlowTable(), CaptureFacts()
+    inspector = Inspector(flows, capture)
+    media = MediaExtractor(flows, capture, inspector.facts)
+    for batch in reader.batches():
+        cols = decode_batch(batch)
+        assign = flows.update(cols)
+        inspector.process(batch, cols, assign)
+        media.process(batch, cols, assign)
+        if progress is not None:
+            progress(int(batch.caplen.sum()) + 16 * len(batch))
+    media.finish()
+    name = Path(path).name
+    tables = build_tables(name, flows, inspector, media, capture)
+    result = CaptureResult(reader.info, file_sha256(Path(path)), Path(path).stat().st_size,
+                           tables, {})
+    result.counts = _capture_counts(reader.info, tables)
+    return result
+
+
+def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[str, object]:
+    flows = tables["flows"]
+    return {
+        "packets": info.packets,
+        "flows": len(flows),
+        "streams": len(tables["streams"]),
+        "flows_by_service": {str(k): int(v) for k, v in flows["service"].value_counts().items()},
+    }
+
+
+def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settings(),
+            progress: Progress | None = None) -> Analysis:
+    """Analyze captures (in parallel processes when there are several) into one `Analysis`."""
+    paths = [Path(p) for p in paths]
+    jobs = settings.jobs or os.cpu_count() or 1
+    if len(paths) > 1 and jobs > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
+            results = list(pool.map(analyze_capture, paths, [settings] * len(paths)))
+    else:
+        results = [analyze_capture(p, settings, progress) for p in paths]
+    return combine(results, settings)
+
+
+def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
+    names = results[0].tables.keys() if results else ()
+    tables = {
+        name: pd.concat([r.tables[name] for r in results], ignore_index=True) for name in names
+    }
+    summary = {
+        "tool": "confscope", "version": __version__, "format_version": FORMAT_VERSION,
+        "settings": settings.as_dict(),
+        "captures": [_capture_summary(r) for r in results],
+        "counts": {
+            "captures": len(results),
+            "packets": sum(r.info.packets for r in results),
+            **{name: len(table) for name, table in tables.items()},
+        },
+    }
+    return Analysis(tables, summary)
+
+
+def _capture_summary(result: CaptureResult) -> dict[str, object]:
+    info = result.info
+    damage = info.damage
+    return {
+        "file": info.path, "name": Path(info.path).name, "sha256": result.sha256,
+        "size_bytes": result.size, "format": info.file_format, "compression": info.compressed,
+        "link_types": sorted(info.linktypes), "timestamp_resolution": info.timestamp_resolution,
+        "packets": info.packets, "packets_cut_by_snaplen": info.truncated_packets,
+        "damage": None if damage is None else {
+            "reason": damage.reason, "file_offset": damage.file_offset,
+            "first_unreadable_frame": damage.frame,
+        },
+        **result.counts,
+    }

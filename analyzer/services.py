@@ -1,0 +1,222 @@
+"""Who is the client, who is the server, and which service a flow belongs to, with evidence.
+
+Evidence, strongest first: protocol signatures (Zoom encapsulation, vendor STUN attributes,
+DTLS certificate names), names (SNI, DNS answers, certificates), published address ranges,
+then a service inherited from the flow that revealed this flow's address (STUN/TURN, SDP), and
+last the port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from analyzer.facts import (
+    ADDRESS_RANGE,
+    LEARNED,
+    NAME,
+    PORT,
+    SIGNATURE,
+    CaptureFacts,
+    Evidence,
+    FlowFacts,
+)
+from analyzer.flows import Flow
+
+# Server-side ports of conferencing and base protocols (protocols.md §1.1, §3).
+SERVER_PORTS = frozenset({
+    *range(0, 1024), 3478, 3479, 3480, 3481, 5349, 5060, 5061, 5080, *range(8801, 8811),
+    *range(19302, 19310), 9000, 10000, 5004, 1853, 1935, 4443, 5228, 8443, 8080,
+})
+# Port-only guesses, the weakest evidence: (transport, low, high, service, text).
+PORT_RULES = (
+    ("udp", 8801, 8810, "zoom", "UDP 8801-8810 (Zoom media ports)"),
+    ("tcp", 8801, 8802, "zoom", "TCP 8801-8802 (Zoom)"),
+    ("udp", 19302, 19309, "google-meet", "UDP 19302-19309 (Google Meet media)"),
+    ("udp", 5060, 5061, "sip", "port 5060/5061 (SIP)"),
+    ("tcp", 5060, 5061, "sip", "port 5060/5061 (SIP)"),
+    ("udp", 9000, 9000, "webex", "UDP 9000 (Webex media)"),
+    ("udp", 10000, 10000, "jitsi", "UDP 10000 (Jitsi Videobridge)"),
+    ("udp", 3480, 3481, "teams", "UDP 3480-3481 (Teams transport relay)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Orientation:
+    client_side: int  # 0: endpoint A is the client, 1: endpoint B is
+    p2p: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    service: str
+    source: str
+    date: str
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+@lru_cache(maxsize=1)
+def service_ranges() -> tuple[Networks, ...]:
+    data = json.loads(resources.files("analyzer.data").joinpath("service_ranges.json").read_text())
+    return tuple(
+        Networks(item["service"], item["source"], item["date"],
+                 tuple(ipaddress.ip_network(p) for p in item["prefixes"]))
+        for item in data["lists"]
+    )
+
+
+@lru_cache(maxsize=1)
+def _name_table() -> tuple[dict[str, list[str]], dict[str, str]]:
+    data = json.loads(resources.files("analyzer.data").joinpath("service_names.json").read_text())
+    return data["suffixes"], data["certificate_names"]
+
+
+@lru_cache(maxsize=65536)
+def range_service(address: str) -> Networks | None:
+    """The published service range `address` falls in, if any."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    for entry in service_ranges():
+        if any(ip.version == net.version and ip in net for net in entry.networks):
+            return entry
+    return None
+
+
+def name_service(name: str) -> str | None:
+    """The service a host name belongs to by its suffix, if any."""
+    name = name.lower().rstrip(".")
+    suffixes, _ = _name_table()
+    for service, endings in suffixes.items():
+        if any(name == end or name.endswith("." + end) for end in endings):
+            return service
+    return None
+
+
+def certificate_service(name: str) -> str | None:
+    return _name_table()[1].get(name.lower())
+
+
+# ---------------------------------------------------------------------- orientation
+
+
+def orient(flow: Flow, facts: FlowFacts) -> Orientation:
+    """Decide which endpoint is the client (the server offers the service)."""
+    if flow.transport == "tcp" and flow.syn_sender >= 0:
+        return Orientation(flow.syn_sender, False, "sent the TCP SYN")
+    known = [flow.port(s) in SERVER_PORTS for s in (0, 1)]
+    if known[0] != known[1]:
+        return Orientation(0 if known[1] else 1, False, "other side uses a well-known port")
+    in_range = [range_service(flow.address(s)) is not None for s in (0, 1)]
+    if in_range[0] != in_range[1]:
+        return Orientation(0 if in_range[1] else 1, False, "other side is in a service range")
+    if known[0] and flow.port(0) != flow.port(1):
+        lower = 0 if flow.port(0) < flow.port(1) else 1
+        return Orientation(1 - lower, False, "other side uses the lower well-known port")
+    p2p = flow.transport == "udp" and not known[0] and not in_range[0]
+    p2p = p2p or facts.zoom_p2p
+    return Orientation(flow.first_sender, p2p, "sent the first packet")
+
+
+# ---------------------------------------------------------------------- attribution
+
+
+def flow_names(flow: Flow, server_side: int, facts: FlowFacts,
+               capture: CaptureFacts) -> list[tuple[str, str, int]]:
+    """Names of the flow's server: from its own handshakes, then from DNS answers."""
+    names = list(facts.names)
+    for name, frame in capture.dns_names.get(flow.address(server_side), []):
+        names.append((name, "dns", frame))
+    return names
+
+
+def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts,
+                    capture: CaptureFacts) -> list[Evidence]:
+    """Evidence about this flow alone (everything but inheritance)."""
+    found = list(facts.evidence)
+    for name, source, frame in flow_names(flow, server_side, facts, capture):
+        _name_evidence(found, name, source, frame)
+    for side in (server_side, 1 - server_side):
+        entry = range_service(flow.address(side))
+        if entry is not None:
+            found.append(Evidence(ADDRESS_RANGE, entry.service,
+                                  f"{flow.address(side)} in {entry.service}'s published range "
+                                  f"({entry.date})"))
+    found.extend(_port_evidence(flow))
+    return found
+
+
+def _name_evidence(found: list[Evidence], name: str, source: str, frame: int) -> None:
+    by_cert = certificate_service(name) if source.endswith("certificate") else None
+    if by_cert:
+        found.append(Evidence(SIGNATURE, by_cert, f"certificate name '{name}'", frame))
+    service = name_service(name)
+    if service:
+        found.append(Evidence(NAME, service, f"{source} name {name}", frame))
+
+
+def _port_evidence(flow: Flow) -> list[Evidence]:
+    found = []
+    for transport, low, high, service, text in PORT_RULES:
+        if flow.transport == transport and any(low <= flow.port(s) <= high for s in (0, 1)):
+            found.append(Evidence(PORT, service, text))
+    return found
+
+
+def best(evidence: list[Evidence]) -> Evidence | None:
+    """The strongest piece of evidence (first found wins a tie)."""
+    return max(evidence, key=lambda e: e.strength, default=None)
+
+
+def inherited(flow: Flow, capture: CaptureFacts, decided: dict[int, Evidence],
+              own_index: int) -> Evidence | None:
+    """A service inherited from the flow whose signalling or relay revealed this flow's peer."""
+    for side in (0, 1):
+        source = capture.learned.get((flow.address(side), flow.port(side)))
+        if source is None or source[0] == own_index or source[0] not in decided:
+            continue
+        origin = decided[source[0]]
+        return Evidence(LEARNED, origin.service,
+                        f"peer {flow.address(side)}:{flow.port(side)} learned from "
+                        f"{source[1]} (flow {source[0] + 1}, {origin.service})", source[2])
+    return None
+
+
+def same_server(flow: Flow, server_side: int, by_server: dict[tuple[str, int], tuple[int, Evidence]],
+                own_index: int) -> Evidence | None:
+    """A service inherited from another flow to the same server address and port."""
+    key = (flow.address(server_side), flow.port(server_side))
+    found = by_server.get(key)
+    if found is None or found[0] == own_index:
+        return None
+    index, origin = found
+    return Evidence(LEARNED, origin.service, f"same server {key[0]}:{key[1]} as flow {index + 1} "
+                    f"({origin.text})", origin.frame)
+
+
+def fallback_service(facts: FlowFacts) -> str:
+    """Service for flows without any evidence: WebRTC when it looks like WebRTC."""
+    webrtc = {"stun", "dtls"} <= facts.protocols or "dtls" in facts.protocols
+    return "webrtc" if webrtc else "other"
+
+
+def describe(evidence: list[Evidence], service: str, limit: int = 3) -> str:
+    """The evidence for `service`, strongest first, as one line."""
+    chosen = sorted((e for e in evidence if e.service == service), key=lambda e: -e.strength)
+    texts: list[str] = []
+    for item in chosen:
+        text = f"{item.text} (frame {item.frame})" if item.frame else item.text
+        if text not in texts:
+            texts.append(text)
+    return "; ".join(texts[:limit])
+
+
+__all__ = [
+    "ADDRESS_RANGE", "LEARNED", "NAME", "PORT", "SIGNATURE", "Orientation", "best",
+    "describe", "direct_evidence", "fallback_service", "inherited", "orient",
+]

@@ -1,0 +1,365 @@
+"""The output tables: built from the pipeline's state, documented, written atomically.
+
+Column documentation lives in `COLUMNS` (name -> unit and meaning); `docs/tables.md` is
+generated from it and a test checks that every table has exactly its documented columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from analyzer import services
+from analyzer.facts import Evidence
+from analyzer.flows import Flow
+
+if TYPE_CHECKING:
+    from analyzer.facts import CaptureFacts, FlowFacts
+    from analyzer.flows import FlowTable
+    from analyzer.inspector import Inspector
+    from analyzer.media import MediaExtractor, StreamState
+
+PROTOCOL_ORDER = ("dns", "tls", "quic", "sip", "stun", "turn", "dtls", "zrtp", "zoom",
+                  "srtp", "srtcp", "rtp", "rtcp")
+
+COLUMNS: dict[str, dict[str, str]] = {
+    "flows": {
+        "capture": "capture file name",
+        "flow_id": "flow number within the capture (1-based, in order of first packet)",
+        "transport": "udp or tcp",
+        "client_ip": "address of the client (the side that opened the flow or uses an "
+                     "ephemeral port)",
+        "client_port": "client port",
+        "server_ip": "address of the server (well-known port or service address range, else "
+                     "the responder)",
+        "server_port": "server port",
+        "p2p": "true when neither side is a server (peer-to-peer media)",
+        "orientation": "why the client side was chosen",
+        "first_seen": "time of the first packet (UTC)",
+        "last_seen": "time of the last packet (UTC)",
+        "duration_s": "last_seen - first_seen, seconds",
+        "first_frame": "Wireshark frame number of the first packet",
+        "packets_c2s": "packets client to server",
+        "packets_s2c": "packets server to client",
+        "bytes_c2s": "frame bytes on the wire, client to server",
+        "bytes_s2c": "frame bytes on the wire, server to client",
+        "service": "zoom, teams, google-meet, webex, jitsi, whatsapp, signal, telegram, "
+                   "discord, facetime, messenger, sip, webrtc or other",
+        "service_evidence": "what decided the service, strongest evidence first",
+        "protocols": "protocols seen on the flow, '+'-joined (e.g. stun+dtls+srtp)",
+        "media": "media kinds carried (audio, video, screen, ...), '+'-joined",
+        "server_name": "best name of the server (SNI, then DNS answer, then certificate)",
+        "server_name_source": "where server_name came from (tls-sni, dns, ...)",
+        "tls_version": "negotiated TLS/DTLS/QUIC version, if a handshake was seen",
+        "rtt_min_ms": "smallest handshake round trip seen on the flow, ms",
+    },
+    "streams": {
+        "capture": "capture file name",
+        "flow_id": "flow the stream belongs to",
+        "src_ip": "sender address", "src_port": "sender port",
+        "dst_ip": "receiver address", "dst_port": "receiver port",
+        "ssrc": "RTP synchronization source, hex",
+        "payload_type": "most frequent RTP payload type",
+        "encapsulation": "rtp, turn-channel, ms-turn or zoom",
+        "media": "audio, video, screen, ... when the protocol or signalling tells",
+        "clock_rate": "RTP clock rate used for jitter, Hz (empty when unknown)",
+        "clock_rate_source": "sdp a=rtpmap, static payload type, inferred, or unknown",
+        "packets": "RTP packets received",
+        "expected": "packets expected from the sequence numbers",
+        "lost": "expected - received (negative with duplicates), as Wireshark counts it",
+        "loss_pct": "lost / expected * 100",
+        "duplicates": "packets whose sequence number was already seen",
+        "out_of_order": "packets that arrived after a later sequence number",
+        "jitter_mean_ms": "mean of the RFC 3550 interarrival jitter over the stream, ms",
+        "jitter_max_ms": "maximum RFC 3550 interarrival jitter, ms",
+        "delta_max_ms": "largest gap between consecutive packets, ms",
+        "bitrate_kbps": "RTP bytes (header and payload) * 8 / duration, kbit/s",
+        "duration_s": "last packet - first packet, seconds",
+        "first_seen": "time of the first packet (UTC)",
+        "last_seen": "time of the last packet (UTC)",
+        "first_frame": "Wireshark frame number of the first packet",
+    },
+    "servers": {
+        "capture": "capture file name",
+        "ip": "server address",
+        "names": "names of the server with where each came from: name (source); ...",
+        "services": "services attributed to flows to this server, '+'-joined",
+        "ports": "server ports used, '+'-joined",
+        "flows": "number of flows",
+        "bytes": "frame bytes exchanged in both directions",
+        "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
+    },
+    "signalling": {
+        "capture": "capture file name",
+        "frame": "Wireshark frame number",
+        "flow_id": "flow that carried the message",
+        "message": "SIP method or response code",
+        "call_id": "SIP Call-ID",
+        "from_uri": "SIP From URI", "to_uri": "SIP To URI",
+        "user_agent": "User-Agent or Server header",
+        "sdp_media": "SDP m= lines: media/port/profile",
+        "sdes_keys": "true when the SDP carries a=crypto keys",
+    },
+}
+
+
+def _utc(ns: int | float) -> pd.Timestamp:
+    return pd.Timestamp(int(ns), unit="ns", tz="UTC")
+
+
+def _frame(rows: list[dict[str, object]], table: str) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS[table]))
+
+
+# ---------------------------------------------------------------------- flows
+
+
+def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
+                 media: MediaExtractor, capture: CaptureFacts) -> dict[str, pd.DataFrame]:
+    per_flow_streams: dict[int, list[StreamState]] = {}
+    for stream in media.streams.values():
+        per_flow_streams.setdefault(stream.flow_index, []).append(stream)
+    attribution = _attribute(flows, inspector, media, capture, per_flow_streams)
+    flow_rows = [
+        _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
+                  per_flow_streams.get(i, []), capture)
+        for i, flow in enumerate(flows.flows)
+    ]
+    stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media)
+                   for s in sorted(media.streams.values(), key=_stream_order)]
+    flows_df = _frame(flow_rows, "flows")
+    signalling = [{"capture": capture_name, "flow_id": r["flow_index"] + 1,  # type: ignore[operator]
+                   **{k: v for k, v in r.items() if k != "flow_index"}}
+                  for r in capture.sip_messages]
+    return {
+        "flows": flows_df,
+        "streams": _frame(stream_rows, "streams"),
+        "servers": _servers(capture_name, flows_df),
+        "signalling": _frame(signalling, "signalling"),
+    }
+
+
+def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
+    return (stream.flow_index, stream.direction, stream.ssrc, stream.fec)
+
+
+def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
+               capture: CaptureFacts, per_flow_streams: dict[int, list[StreamState]]
+               ) -> list[tuple[services.Orientation, str, str]]:
+    """(orientation, service, evidence text) per flow; inheritance runs after direct evidence."""
+    orientation = [services.orient(f, inspector.facts[i]) for i, f in enumerate(flows.flows)]
+    evidence: list[list[Evidence]] = []
+    decided: dict[int, Evidence] = {}
+    for i, flow in enumerate(flows.flows):
+        found = services.direct_evidence(flow, 1 - orientation[i].client_side,
+                                         inspector.facts[i], capture)
+        found.extend(_media_evidence(per_flow_streams.get(i, [])))
+        evidence.append(found)
+        top = services.best([e for e in found if e.strength > services.PORT])
+        if top is not None:
+            decided[i] = top
+    by_server = {
+        (f.address(1 - orientation[i].client_side), f.port(1 - orientation[i].client_side)):
+        (i, decided[i]) for i, f in enumerate(flows.flows)
+        if i in decided and decided[i].strength >= services.NAME and not orientation[i].p2p
+    }
+    for _ in range(3):  # inheritance can chain: SIP -> SDP -> RTP, STUN -> TURN -> peer
+        for i, flow in enumerate(flows.flows):
+            if i in decided:
+                continue
+            learned = services.inherited(flow, capture, decided, i) or services.same_server(
+                flow, 1 - orientation[i].client_side, by_server, i)
+            if learned is not None:
+                evidence[i].append(learned)
+                decided[i] = learned
+    return [_decide(orientation[i], evidence[i], inspector.facts[i]) for i in range(len(flows.flows))]
+
+
+def _media_evidence(streams: list[StreamState]) -> list[Evidence]:
+    zoom_packets = sum(sum(s.payload_types.values()) for s in streams if s.encap == 3)
+    if not zoom_packets:
+        return []
+    return [Evidence(services.SIGNATURE, "zoom",
+                     f"Zoom media encapsulation with RTP inside ({zoom_packets} packets)")]
+
+
+def _decide(orientation: services.Orientation, evidence: list[Evidence],
+            facts: FlowFacts) -> tuple[services.Orientation, str, str]:
+    top = services.best(evidence)
+    if top is None:
+        return orientation, services.fallback_service(facts), ""
+    return orientation, top.service, services.describe(evidence, top.service)
+
+
+def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
+              attribution: tuple[services.Orientation, str, str], media: MediaExtractor,
+              streams: list[StreamState], capture: CaptureFacts) -> dict[str, object]:
+    orientation, service, evidence_text = attribution
+    c = orientation.client_side
+    s = 1 - c
+    name, name_source = _server_name(flow, s, facts, capture)
+    return {
+        "capture": capture_name, "flow_id": flow.flow_id, "transport": flow.transport,
+        "client_ip": flow.address(c), "client_port": flow.port(c),
+        "server_ip": flow.address(s), "server_port": flow.port(s),
+        "p2p": orientation.p2p, "orientation": f"client {orientation.reason}",
+        "first_seen": _utc(flow.first_ts_ns), "last_seen": _utc(flow.last_ts_ns),
+        "duration_s": (flow.last_ts_ns - flow.first_ts_ns) / 1e9,
+        "first_frame": flow.first_frame,
+        "packets_c2s": flow.packets[c], "packets_s2c": flow.packets[s],
+        "bytes_c2s": flow.bytes[c], "bytes_s2c": flow.bytes[s],
+        "service": service, "service_evidence": evidence_text,
+        "protocols": "+".join(_protocols(flow, facts, media, streams)),
+        "media": "+".join(sorted({k for st in streams for k in media.media_kind(st).split("+")
+                                  if k})),
+        "server_name": name, "server_name_source": name_source,
+        "tls_version": _tls_version(facts),
+        "rtt_min_ms": min((r.rtt_ms for r in facts.rtt), default=math.nan),
+    }
+
+
+def _server_name(flow: Flow, server_side: int, facts: FlowFacts,
+                 capture: CaptureFacts) -> tuple[str, str]:
+    names = services.flow_names(flow, server_side, facts, capture)
+    rank = {"tls-sni": 0, "quic-sni": 0, "dtls-sni": 0, "dns": 1}
+    names.sort(key=lambda n: rank.get(n[1], 2))
+    return (names[0][0], names[0][1]) if names else ("", "")
+
+
+def _tls_version(facts: FlowFacts) -> str:
+    from analyzer.decode.tls import version_name
+
+    for hs in (facts.tls, facts.dtls, facts.quic):
+        if hs is not None and hs.version:
+            return version_name(hs.version)
+    return "QUIC" if facts.quic is not None else ""
+
+
+def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
+               streams: list[StreamState]) -> list[str]:
+    found = set(facts.protocols)
+    index = flow.flow_id - 1
+    secure = _srtp_evidence(facts, media, streams)
+    if streams:
+        found.add("srtp" if secure else "rtp")
+    if any(media.rtcp_packets.get((index, d)) for d in (0, 1)):
+        srtcp = secure or any(media.srtcp_packets.get((index, d)) for d in (0, 1))
+        found.add("srtcp" if srtcp else "rtcp")
+    if flow.transport == "tcp" and not found:
+        found.add("tcp")
+    return [p for p in PROTOCOL_ORDER if p in found] + sorted(found - set(PROTOCOL_ORDER))
+
+
+def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[StreamState]) -> bool:
+    """RTP on this flow is SRTP: DTLS-SRTP, ZRTP, or SDP said SAVP / a=crypto / a=fingerprint."""
+    if (facts.dtls is not None and facts.dtls.srtp_profile >= 0) or facts.zrtp_messages:
+        return True
+    for stream in streams:
+        sdp = media.sdp_for(stream)
+        if sdp is not None and ("SAVP" in sdp.proto.upper() or sdp.sdes_suites  # type: ignore[attr-defined]
+                                or sdp.fingerprint):  # type: ignore[attr-defined]
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------- streams
+
+
+def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
+                media: MediaExtractor) -> dict[str, object]:
+    assert stream.accumulator is not None
+    stats = stream.accumulator.result()
+    d = stream.direction
+    pt = max(stream.payload_types, key=lambda p: stream.payload_types[p])
+    return {
+        "capture": capture_name, "flow_id": flow.flow_id,
+        "src_ip": flow.address(d), "src_port": flow.port(d),
+        "dst_ip": flow.address(1 - d), "dst_port": flow.port(1 - d),
+        "ssrc": f"0x{stream.ssrc:08x}", "payload_type": pt,
+        "encapsulation": ("rtp", "turn-channel", "ms-turn", "zoom")[stream.encap]
+        + ("-fec" if stream.fec else ""),
+        "media": media.media_kind(stream),
+        "clock_rate": stream.clock_rate if stream.clock_rate else pd.NA,
+        "clock_rate_source": stream.clock_rate_source,
+        "packets": stats.packets, "expected": stats.expected, "lost": stats.lost,
+        "loss_pct": stats.loss_pct, "duplicates": stats.duplicates,
+        "out_of_order": stats.out_of_order, "jitter_mean_ms": stats.jitter_mean_ms,
+        "jitter_max_ms": stats.jitter_max_ms, "delta_max_ms": stats.delta_max_ms,
+        "bitrate_kbps": stats.bitrate_kbps, "duration_s": stats.duration_s,
+        "first_seen": _utc(stats.first_seen * 1e9), "last_seen": _utc(stats.last_seen * 1e9),
+        "first_frame": stats.first_frame,
+    }
+
+
+# ---------------------------------------------------------------------- servers
+
+
+def _servers(capture_name: str, flows: pd.DataFrame) -> pd.DataFrame:
+    servers = flows[~flows["p2p"]] if len(flows) else flows
+    rows = []
+    for ip, group in servers.groupby("server_ip", sort=True):
+        names = {(n, src) for n, src in zip(group["server_name"], group["server_name_source"],
+                                            strict=True) if n}
+        rows.append({
+            "capture": capture_name, "ip": ip,
+            "names": "; ".join(f"{n} ({src})" for n, src in sorted(names)),
+            "services": "+".join(sorted(set(group["service"]))),
+            "ports": "+".join(str(p) for p in sorted(set(group["server_port"]))),
+            "flows": len(group), "bytes": int((group["bytes_c2s"] + group["bytes_s2c"]).sum()),
+            "first_seen": group["first_seen"].min(), "last_seen": group["last_seen"].max(),
+        })
+    return _frame(rows, "servers")
+
+
+# ---------------------------------------------------------------------- writing
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+    return out
+
+
+def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
+                  outdir: Path) -> list[Path]:
+    """Write every table as CSV and Parquet plus summary.json; each file appears atomically."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".confscope-", dir=outdir))
+    written = []
+    try:
+        for name, table in tables.items():
+            neutralize_formulas(table).to_csv(staging / f"{name}.csv", index=False)
+            _parquet_ready(table).to_parquet(staging / f"{name}.parquet", index=False)
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        for item in sorted(staging.iterdir()):
+            os.replace(item, outdir / item.name)
+            written.append(outdir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            sample = out[column].dropna()
+            if len(sample) and all(isinstance(v, bool | np.bool_) for v in sample):
+                out[column] = out[column].astype("boolean")
+            elif len(sample) and all(isinstance(v, int | np.integer) for v in sample):
+                out[column] = out[column].astype("Int64")
+    return out

@@ -1,0 +1,76 @@
+"""What the terminal shows: a progress bar for long runs and a short summary at the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from analyzer.pipeline import Analysis
+
+
+@contextmanager
+def progress_bar(total_bytes: int) -> Iterator[Callable[[int], None]]:
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("reading", total=total_bytes)
+        yield lambda done: progress.advance(task, done)
+
+
+def print_summary(analysis: Analysis, outdir: Path) -> None:
+    console = Console()
+    flows, streams = analysis.flows, analysis.streams
+    counts = analysis.summary["counts"]
+    assert isinstance(counts, dict)
+    console.print(f"[bold]{counts['packets']}[/] packets, [bold]{len(flows)}[/] flows, "
+                  f"[bold]{len(streams)}[/] RTP streams")
+    for capture in analysis.summary["captures"]:  # type: ignore[union-attr]
+        damage = capture.get("damage")
+        if damage:
+            console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: {escape(damage['reason'])}"
+                          f" (read up to frame {damage['first_unreadable_frame'] - 1})")
+    if len(flows):
+        console.print(_service_table(analysis))
+    if len(streams):
+        console.print(_stream_table(analysis))
+    console.print(f"tables written to {escape(str(outdir))}/")
+
+
+def _service_table(analysis: Analysis) -> Table:
+    table = Table(title="Flows by service", title_justify="left")
+    for column in ("service", "flows", "bytes", "servers (names)"):
+        table.add_column(column)
+    flows = analysis.flows
+    for service, group in flows.groupby("service"):
+        names = sorted({n for n in group["server_name"] if n})[:3]
+        table.add_row(escape(str(service)), str(len(group)),
+                      f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
+                      escape(", ".join(names)))
+    return table
+
+
+def _stream_table(analysis: Analysis, limit: int = 12) -> Table:
+    table = Table(title="RTP streams (largest first)", title_justify="left")
+    for column in ("src -> dst", "ssrc", "media", "packets", "lost %", "jitter ms (mean/max)"):
+        table.add_column(column)
+    streams = analysis.streams.sort_values("packets", ascending=False).head(limit)
+    for row in streams.itertuples():
+        jitter = ("-" if _missing(row.jitter_mean_ms)
+                  else f"{row.jitter_mean_ms:.2f}/{row.jitter_max_ms:.2f}")
+        table.add_row(escape(f"{row.src_ip}:{row.src_port} -> {row.dst_ip}:{row.dst_port}"),
+                      row.ssrc, escape(str(row.media)), str(row.packets),
+                      f"{row.loss_pct:.1f}", jitter)
+    return table
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,144 @@
+"""The command line as a user meets it: bad input, outputs, atomic writing, hostile text."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.utils import wrpcap
+
+from analyzer.tables import neutralize_formulas
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "analyzer.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def rtp_packets(count: int = 50) -> list[Ether]:
+    packets = []
+    for seq in range(count):
+        rtp = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234ABCD) + bytes(160)
+        pkt = Ether() / IP(src="192.0.2.10", dst="198.51.100.20") / UDP(sport=40000, dport=20000)
+        pkt = pkt / rtp
+        pkt.time = 1_700_000_000 + seq * 0.02
+        packets.append(pkt)
+    return packets
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Path:
+    path = tmp_path / "call.pcap"
+    wrpcap(str(path), rtp_packets())
+    return path
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("confscope: error:")
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_one_line_error(run("analyze", tmp_path / "nope.pcap", "-o", tmp_path / "out"),
+                          "nope.pcap", "no such file")
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert_one_line_error(run("analyze", tmp_path, "-o", tmp_path / "out"), "directory")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    assert_one_line_error(run("analyze", empty, "-o", tmp_path / "out"), "empty")
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a capture\n")
+    assert_one_line_error(run("analyze", text, "-o", tmp_path / "out"), "not a pcap")
+
+
+def test_garbage_after_header_is_reported_as_damage(tmp_path: Path, capture: Path) -> None:
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(capture.read_bytes() + struct.pack("<IIII", 0, 0, 0xFFFFFFF0, 60))
+    result = run("analyze", damaged, "-o", tmp_path / "out", "-q")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    damage = summary["captures"][0]["damage"]
+    assert damage["first_unreadable_frame"] == 51
+    assert "captured bytes" in damage["reason"]
+    assert summary["captures"][0]["packets"] == 50
+
+
+def test_truncated_capture_is_analyzed_up_to_the_damage(tmp_path: Path, capture: Path) -> None:
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(gzip.compress(capture.read_bytes()[:-100]))
+    result = run("analyze", cut, "-o", tmp_path / "out", "-q")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["captures"][0]["compression"] == "gzip"
+    assert summary["captures"][0]["packets"] == 49
+    assert "ends inside a record" in summary["captures"][0]["damage"]["reason"]
+    streams = pd.read_csv(tmp_path / "out" / "streams.csv")
+    assert streams["packets"].tolist() == [49]
+
+
+def test_outputs_and_summary(tmp_path: Path, capture: Path) -> None:
+    out = tmp_path / "out"
+    result = run("analyze", capture, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "RTP streams" in result.stdout
+    for table in ("flows", "streams", "servers", "signalling"):
+        csv_frame = pd.read_csv(out / f"{table}.csv")
+        parquet_frame = pd.read_parquet(out / f"{table}.parquet")
+        assert list(csv_frame.columns) == list(parquet_frame.columns)
+        assert len(csv_frame) == len(parquet_frame)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format_version"] == 1
+    assert len(summary["captures"][0]["sha256"]) == 64
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_failed_run_keeps_earlier_outputs(tmp_path: Path, capture: Path) -> None:
+    out = tmp_path / "out"
+    assert run("analyze", capture, "-o", out, "-q").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert run("analyze", tmp_path / "missing.pcap", "-o", out, "-q").returncode == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_output_path_that_is_a_file(tmp_path: Path, capture: Path) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("x")
+    assert_one_line_error(run("analyze", capture, "-o", blocker), "not a folder")
+
+
+def test_csv_formulas_are_neutralized() -> None:
+    frame = pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(A1)", "zoom.us"],
+                          "count": [1, 2, 3, 4, 5]})
+    cleaned = neutralize_formulas(frame)
+    assert cleaned["name"].tolist() == ["'=cmd|' /C calc'!A0", "'+1", "'-2", "'@SUM(A1)",
+                                        "zoom.us"]
+    assert cleaned["count"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_unreadable_file(tmp_path: Path, capture: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can read anything")
+    capture.chmod(0)
+    assert_one_line_error(run("analyze", capture, "-o", tmp_path / "out"), "not readable")
