@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="worker processes (default: all cores)")
     analyze.add_argument("--chunk-mb", type=int, default=64,
                          help="bytes of capture read per batch, MiB (default 64)")
+    analyze.add_argument("--no-hash", action="store_true",
+                         help="skip the SHA-256 of each capture in summary.json")
     analyze.add_argument("--no-report", action="store_true",
                          help="skip the HTML report (tables and summary only)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
@@ -76,7 +78,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     _check_inputs(args.captures, args.output)
     if args.jobs < 0 or args.chunk_mb < 1:
         raise ConfscopeError("--jobs must be >= 0 and --chunk-mb >= 1")
-    settings = Settings(chunk_bytes=args.chunk_mb * 1024 * 1024, jobs=args.jobs)
+    settings = Settings(chunk_bytes=args.chunk_mb * 1024 * 1024, jobs=args.jobs,
+                        hash_captures=not args.no_hash)
     total = sum(p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     if show:

@@ -67,6 +67,7 @@ class StunFacts:
     relayed: set[Endpoint] = field(default_factory=set)
     peers: set[Endpoint] = field(default_factory=set)
     channels: set[int] = field(default_factory=set)
+    request_directions: set[int] = field(default_factory=set)  # 0/1: who sent Binding requests
 
 
 @dataclass(slots=True)
@@ -84,9 +85,19 @@ class FlowFacts:
     quic: HandshakeFacts | None = None
     sip_call_ids: set[str] = field(default_factory=set)
     zrtp_messages: set[str] = field(default_factory=set)
+    zrtp_directions: set[int] = field(default_factory=set)
     zoom_types: set[int] = field(default_factory=set)
     zoom_p2p: bool = False
     damage: list[str] = field(default_factory=list)
+
+    @property
+    def both_ends_are_peers(self) -> bool:
+        """Both sides act as endpoints: full-ICE checks or ZRTP from each side, or Zoom P2P.
+
+        Servers (TURN relays, ICE-lite SFUs) answer connectivity checks but never send them.
+        """
+        ice = self.stun is not None and len(self.stun.request_directions) == 2
+        return self.zoom_p2p or ice or len(self.zrtp_directions) == 2
 
     def add_evidence(self, strength: int, service: str, text: str, frame: int = 0) -> None:
         if not any(e.service == service and e.text == text for e in self.evidence):
@@ -111,6 +122,7 @@ class SdpMedia:
     setup: str
     frame: int
     over_tls: bool = False
+    offer: bool = False  # carried by a SIP request (the caller's side), else by a response
 
 
 @dataclass(slots=True)

@@ -54,7 +54,7 @@ class Flow:
 
 @dataclass(slots=True)
 class FlowAssignment:
-    """For each packet of a batch: its flow's index in `FlowTable.flows` (-1: none) and direction."""
+    """Per packet of a batch: index of its flow in `FlowTable.flows` (-1: none), direction."""
 
     flow_index: np.ndarray  # int64
     direction: np.ndarray  # int8: 0 A->B, 1 B->A
@@ -152,7 +152,8 @@ class FlowTable:
         syn_dir = np.full(present.size, -1, dtype=np.int64)
         syn_dir[local[syn]] = direction[syn]
         for j, index in enumerate(present.tolist()):
-            self._add(self.flows[index], j, packets, wire, payload, int(last_ts[j]), int(syn_dir[j]))
+            flow = self.flows[index]
+            self._add(flow, j, packets, wire, payload, int(last_ts[j]), int(syn_dir[j]))
 
     @staticmethod
     def _add(

@@ -26,6 +26,7 @@ SIP_PORTS = (5060, 5061, 5080)
 ZOOM_PORTS = range(8801, 8811)
 MAX_STUN_PER_FLOW = 1000
 MAX_QUIC_INITIALS_PER_FLOW = 8
+QUIC_MIN_INITIAL = 1000  # RFC 9000 says 1200; be lenient with odd senders
 TURN_METHODS = frozenset({3, 4, 6, 7, 8, 9, 10, 11, 12})
 SIP_FIRST_BYTES = np.frombuffer(b"ABCIMNOPRSU", dtype=np.uint8)  # ACK BYE ... SIP/2.0 UPDATE
 TCP_SYN, TCP_ACK = 0x02, 0x10
@@ -81,16 +82,21 @@ class Inspector:
         udp = (cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0)
         demux = classify_many(first)
         ports = (cols.sport, cols.dport)
-        kind = np.zeros(len(cols), dtype=np.int8)
-        on_port = _on_ports
-        kind[udp & on_port(ports, DNS_PORTS)] = 6
         sip_like = np.isin(first, SIP_FIRST_BYTES) & (plen >= 12)
-        kind[udp & sip_like & ((kind == 0) | on_port(ports, SIP_PORTS))] = 5
-        kind[udp & (first >= 0xC0) & (plen >= 1200) & (kind == 0)] = 4
-        kind[udp & (demux == Demux.ZRTP) & (plen >= 8)] = 3
-        handshake = ((first >= 20) & (first <= 22)) | (first == 0x1F)
-        kind[udp & (demux == Demux.DTLS) & handshake & (plen >= 13)] = 2
-        kind[udp & (demux == Demux.STUN) & (plen >= 8) & (kind == 0)] = 1
+        dtls_handshake = (demux == Demux.DTLS) & (((first >= 20) & (first <= 22)) | (first == 0x1F))
+        kind = np.select(  # first match wins: ports that name a protocol, then first bytes
+            [
+                udp & _on_ports(ports, DNS_PORTS),
+                udp & sip_like & _on_ports(ports, SIP_PORTS),
+                udp & (demux == Demux.STUN) & (plen >= 8),
+                udp & dtls_handshake & (plen >= 13),
+                udp & (demux == Demux.ZRTP) & (plen >= 8),
+                udp & (first >= 0xC0) & (plen >= QUIC_MIN_INITIAL),
+                udp & sip_like,
+            ],
+            [6, 5, 1, 2, 3, 4, 5],
+            0,
+        ).astype(np.int8)
         tcp = (cols.ip_proto == PROTO_TCP) & (fi >= 0)
         slot = np.where(tcp, fi * 2 + assign.direction, 0)
         wanted = tcp & ((plen > 0) | ((cols.tcp_flags & TCP_SYN) != 0))
@@ -130,7 +136,11 @@ class Inspector:
         stun_facts.classic |= msg.classic
         is_turn = msg.method in TURN_METHODS
         stun_facts.turn |= is_turn
-        facts.protocols.add("turn" if is_turn else "stun")
+        if msg.method == 1 and msg.msg_class == "request":
+            stun_facts.request_directions.add(d)
+        facts.protocols.add("stun")  # TURN is a usage of STUN: a TURN flow shows both
+        if is_turn:
+            facts.protocols.add("turn")
         for value, bucket in ((msg.software, stun_facts.software), (msg.realm, stun_facts.realm)):
             if value:
                 bucket.add(value)
@@ -147,7 +157,8 @@ class Inspector:
         stun_facts = self._stun_facts(fi)
         learned = self.capture.learned
         for address, bucket, why in (
-            (msg.xor_mapped_address or msg.mapped_address, stun_facts.mapped, "STUN mapped address"),
+            (msg.xor_mapped_address or msg.mapped_address, stun_facts.mapped,
+             "STUN mapped address"),
             (msg.xor_relayed_address, stun_facts.relayed, "TURN relayed address"),
             (msg.xor_peer_address, stun_facts.peers, "TURN peer address"),
         ):
@@ -182,6 +193,9 @@ class Inspector:
         facts = self.facts[fi]
         facts.protocols.add("zrtp")
         facts.zrtp_messages.add(packet.message_type)
+        facts.zrtp_directions.add(d)
+        facts.add_evidence(SIGNATURE, "sip", "ZRTP key agreement in the media path (RFC 6189, "
+                           "standards VoIP)", frame)
 
     def _udp_quic(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
         seen = self._quic_seen.get(fi, 0)

@@ -115,8 +115,10 @@ class MediaExtractor:
         parts = [self._plain(rows, at, plen, mode, demux)]
         parts.append(self._turn(g, rows, at, plen, mode, demux))
         parts.append(self._zoom(g, rows, at, plen, mode))
-        return Candidates(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                            ("row", "offset", "length", "encap", "zoom_kind")))
+        fields = ("row", "offset", "length", "encap", "zoom_kind")
+        merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+        order = np.argsort(merged["row"], kind="stable")  # back to capture order
+        return Candidates(*(merged[f][order] for f in fields))
 
     def _flow_modes(self, flow_index: np.ndarray) -> np.ndarray:
         """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN."""
@@ -260,7 +262,7 @@ class MediaExtractor:
         stream.clock_rate, stream.clock_rate_source = self._clock_rate(stream, pending)
         sdp = self.sdp_for(stream)
         inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
-        stream.accumulator = RtpStreamAccumulator(inferred, sdp.clock_rates if sdp else None)
+        stream.accumulator = RtpStreamAccumulator(inferred, sdp_clock_rates(sdp))
         stream.accumulator.update(**pending)
         stream.pending, stream.pending_packets = [], 0
 
@@ -302,7 +304,35 @@ class MediaExtractor:
             return sdp.media
         pt = max(stream.payload_types, key=lambda p: stream.payload_types[p])
         static = static_payload_type(pt)
-        return static.media if static else ""
+        if static is not None:
+            return static.media
+        return self._teams_port_media(stream) or _media_from_clock(stream.clock_rate)
+
+    def _teams_port_media(self, stream: StreamState) -> str:
+        """Teams clients send audio, video and sharing from UDP 50000-19/-39/-59 (QoS ranges)."""
+        flow = self.flows.flows[stream.flow_index]
+        ports = [p for p in (flow.a[2], flow.b[2]) if 50000 <= p <= 50059]
+        if flow.transport != "udp" or not ports:
+            return ""
+        port = ports[0]
+        if not any(e.service == "teams" for e in self.facts[stream.flow_index].evidence):
+            return ""
+        return ("audio", "video", "screen")[(port - 50000) // 20]
+
+
+def _media_from_clock(clock_rate: int | None) -> str:
+    """Video payload formats use a 90 kHz clock (RFC 3551 §5); audio ones use audio rates."""
+    if clock_rate is None:
+        return ""
+    return "video" if clock_rate == 90000 else "audio"
+
+
+def sdp_clock_rates(sdp: SdpMedia | None) -> dict[int, int] | None:
+    """Per-payload-type rates from a=rtpmap; telephone-event gets 0 (no jitter), as in tshark."""
+    if sdp is None:
+        return None
+    return {pt: 0 if sdp.encodings.get(pt, "").lower() == "telephone-event" else rate
+            for pt, rate in sdp.clock_rates.items()}
 
 
 def infer_clock_rate(arrival_s: np.ndarray, timestamp: np.ndarray) -> int | None:

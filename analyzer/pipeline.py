@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +28,11 @@ Progress = Callable[[int], None]
 class Settings:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     jobs: int = 0  # 0: all cores
+    hash_captures: bool = True  # SHA-256 of each capture, on a second thread
 
     def as_dict(self) -> dict[str, object]:
-        return {"chunk_bytes": self.chunk_bytes, "jobs": self.jobs}
+        return {"chunk_bytes": self.chunk_bytes, "jobs": self.jobs,
+                "hash_captures": self.hash_captures}
 
 
 @dataclass(slots=True)
@@ -72,7 +74,16 @@ def file_sha256(path: Path) -> str:
 
 def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(),
                     progress: Progress | None = None) -> CaptureResult:
-    """Run the whole pipeline on one capture file."""
+    """Run the whole pipeline on one capture file (hashing it meanwhile on another thread)."""
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        digest = hasher.submit(file_sha256, Path(path)) if settings.hash_captures else None
+        result = _run_pipeline(path, settings, progress)
+        result.sha256 = digest.result() if digest is not None else ""
+    return result
+
+
+def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
+                  progress: Progress | None) -> CaptureResult:
     reader = CaptureReader(path, settings.chunk_bytes)
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
@@ -87,8 +98,7 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
     media.finish()
     name = Path(path).name
     tables = build_tables(name, flows, inspector, media, capture)
-    result = CaptureResult(reader.info, file_sha256(Path(path)), Path(path).stat().st_size,
-                           tables, {})
+    result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
     return result
 

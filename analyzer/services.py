@@ -105,10 +105,11 @@ def certificate_service(name: str) -> str | None:
 # ---------------------------------------------------------------------- orientation
 
 
-def orient(flow: Flow, facts: FlowFacts) -> Orientation:
+def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
     """Decide which endpoint is the client (the server offers the service)."""
     if flow.transport == "tcp" and flow.syn_sender >= 0:
         return Orientation(flow.syn_sender, False, "sent the TCP SYN")
+    caller = _sdp_caller_side(flow, capture)
     known = [flow.port(s) in SERVER_PORTS for s in (0, 1)]
     if known[0] != known[1]:
         return Orientation(0 if known[1] else 1, False, "other side uses a well-known port")
@@ -118,9 +119,20 @@ def orient(flow: Flow, facts: FlowFacts) -> Orientation:
     if known[0] and flow.port(0) != flow.port(1):
         lower = 0 if flow.port(0) < flow.port(1) else 1
         return Orientation(1 - lower, False, "other side uses the lower well-known port")
-    p2p = flow.transport == "udp" and not known[0] and not in_range[0]
-    p2p = p2p or facts.zoom_p2p
-    return Orientation(flow.first_sender, p2p, "sent the first packet")
+    if caller is not None:
+        return Orientation(caller, facts.both_ends_are_peers, "is the caller (SDP offer)")
+    if facts.both_ends_are_peers:
+        return Orientation(flow.first_sender, True, "sent the first packet (peer-to-peer)")
+    return Orientation(flow.first_sender, False, "sent the first packet")
+
+
+def _sdp_caller_side(flow: Flow, capture: CaptureFacts) -> int | None:
+    """The side announced in a SIP offer when the other side was announced in the answer."""
+    announced = [next(iter(capture.sdp_media.get((flow.address(s), flow.port(s)), [])), None)
+                 for s in (0, 1)]
+    if announced[0] is None or announced[1] is None or announced[0].offer == announced[1].offer:
+        return None
+    return 0 if announced[0].offer else 1
 
 
 # ---------------------------------------------------------------------- attribution
@@ -187,7 +199,10 @@ def inherited(flow: Flow, capture: CaptureFacts, decided: dict[int, Evidence],
     return None
 
 
-def same_server(flow: Flow, server_side: int, by_server: dict[tuple[str, int], tuple[int, Evidence]],
+ServerIndex = dict[tuple[str, int], tuple[int, Evidence]]
+
+
+def same_server(flow: Flow, server_side: int, by_server: ServerIndex,
                 own_index: int) -> Evidence | None:
     """A service inherited from another flow to the same server address and port."""
     key = (flow.address(server_side), flow.port(server_side))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 TLS13 = 0x0304
 ZOOM_PORTS = range(8801, 8811)
+ZOOM_HANDSHAKE_VERSIONS = (b"\x00\x01", b"\x00\x02", b"\x00\x03")  # 00 01 seen in zoom.pcap
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE = 1, 2, 11
 StreamParser = tls.TlsStreamReader | sip.SipStreamSplitter | turn.Rfc4571Splitter | \
     turn.StunTcpSplitter
@@ -139,7 +141,7 @@ class SessionRecorder:
         flow = self.inspector.flows.flows[fi]
         if flow.a[2] not in ZOOM_PORTS and flow.b[2] not in ZOOM_PORTS:
             return
-        if len(data) < 3 or data[0] not in (1, 2) or data[1:3] not in (b"\x00\x01", b"\x00\x02", b"\x00\x03"):
+        if len(data) < 3 or data[0] not in (1, 2) or data[1:3] not in ZOOM_HANDSHAKE_VERSIONS:
             return
         facts = self._facts(fi)
         facts.protocols.add("zoom")
@@ -194,10 +196,14 @@ class SessionRecorder:
             facts.sip_call_ids.add(call_id)
             self.inspector.capture.sip_calls.setdefault(call_id, []).append(frame)
         self.inspector.capture.sip_messages.append(_sip_row(fi, frame, what, message))
+        host = sip_uri_host(message.request_uri or "")
+        if message.is_request and host:
+            facts.add_name(host, "sip-request-uri", frame)
         if message.sdp is not None:
-            self._sdp(fi, frame, call_id, message.sdp, over_tls)
+            self._sdp(fi, frame, call_id, message.sdp, over_tls, message.is_request)
 
-    def _sdp(self, fi: int, frame: int, call_id: str, sdp: object, over_tls: bool) -> None:
+    def _sdp(self, fi: int, frame: int, call_id: str, sdp: object, over_tls: bool,
+             offer: bool) -> None:
         capture = self.inspector.capture
         for m in getattr(sdp, "media", ()):
             if not m.connection_address or m.port <= 0:
@@ -208,7 +214,7 @@ class SessionRecorder:
                 encodings={pt: r.encoding for pt, r in m.rtpmap.items()},
                 sdes_suites=tuple(c.suite for c in m.crypto),
                 fingerprint=" ".join(m.fingerprint) if m.fingerprint else "",
-                setup=m.setup or "", frame=frame, over_tls=over_tls,
+                setup=m.setup or "", frame=frame, over_tls=over_tls, offer=offer,
             )
             rtcp_port = m.port if m.rtcp_mux else (m.rtcp_port or m.port + 1)
             for port in {m.port, rtcp_port}:
@@ -244,7 +250,8 @@ class SessionRecorder:
         if stream.app == "tls":
             self._tls_bytes(fi, d, frame, ts, stream, data)
         elif stream.app == "sip":
-            for message in stream.parser.feed(data):  # type: ignore[union-attr]
+            assert isinstance(stream.parser, sip.SipStreamSplitter)
+            for message in stream.parser.feed(data):
                 self.sip_message(fi, d, frame, ts, message, over_tls=False)
         elif stream.app == "stun":
             self._stun_bytes(fi, d, frame, ts, stream, data)
@@ -300,6 +307,20 @@ class SessionRecorder:
         messages, stream.dns_buffer = dns.split_dns_tcp(stream.dns_buffer + data)
         for message in messages:
             self.dns_message(fi, frame, message)
+
+
+def sip_uri_host(uri: str) -> str:
+    """The domain of a sip:/sips: URI (user@host:port;params), '' for IP literals."""
+    if not uri.lower().startswith(("sip:", "sips:")):
+        return ""
+    rest = uri.split(":", 1)[1].split(";", 1)[0].split("?", 1)[0]
+    host = rest.rsplit("@", 1)[-1]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+    return ""
 
 
 def _sip_row(fi: int, frame: int, what: str, message: sip.SipMessage) -> dict[str, object]:

@@ -136,13 +136,18 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media)
                    for s in sorted(media.streams.values(), key=_stream_order)]
     flows_df = _frame(flow_rows, "flows")
+    names: dict[str, set[tuple[str, str]]] = {}
+    for i, flow in enumerate(flows.flows):
+        server = 1 - attribution[i][0].client_side
+        for name, source, _ in services.flow_names(flow, server, inspector.facts[i], capture):
+            names.setdefault(flow.address(server), set()).add((name, source))
     signalling = [{"capture": capture_name, "flow_id": r["flow_index"] + 1,  # type: ignore[operator]
                    **{k: v for k, v in r.items() if k != "flow_index"}}
                   for r in capture.sip_messages]
     return {
         "flows": flows_df,
         "streams": _frame(stream_rows, "streams"),
-        "servers": _servers(capture_name, flows_df),
+        "servers": _servers(capture_name, flows_df, names),
         "signalling": _frame(signalling, "signalling"),
     }
 
@@ -155,7 +160,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
                capture: CaptureFacts, per_flow_streams: dict[int, list[StreamState]]
                ) -> list[tuple[services.Orientation, str, str]]:
     """(orientation, service, evidence text) per flow; inheritance runs after direct evidence."""
-    orientation = [services.orient(f, inspector.facts[i]) for i, f in enumerate(flows.flows)]
+    orientation = [services.orient(f, inspector.facts[i], capture)
+                   for i, f in enumerate(flows.flows)]
     evidence: list[list[Evidence]] = []
     decided: dict[int, Evidence] = {}
     for i, flow in enumerate(flows.flows):
@@ -180,7 +186,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
             if learned is not None:
                 evidence[i].append(learned)
                 decided[i] = learned
-    return [_decide(orientation[i], evidence[i], inspector.facts[i]) for i in range(len(flows.flows))]
+    return [_decide(orientation[i], evidence[i], inspector.facts[i])
+            for i in range(len(flows.flows))]
 
 
 def _media_evidence(streams: list[StreamState]) -> list[Evidence]:
@@ -247,12 +254,12 @@ def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
                streams: list[StreamState]) -> list[str]:
     found = set(facts.protocols)
     index = flow.flow_id - 1
-    secure = _srtp_evidence(facts, media, streams)
+    srtcp_trailer = any(media.srtcp_packets.get((index, d)) for d in (0, 1))
+    secure = srtcp_trailer or _srtp_evidence(facts, media, streams)  # one SRTP context
     if streams:
         found.add("srtp" if secure else "rtp")
     if any(media.rtcp_packets.get((index, d)) for d in (0, 1)):
-        srtcp = secure or any(media.srtcp_packets.get((index, d)) for d in (0, 1))
-        found.add("srtcp" if srtcp else "rtcp")
+        found.add("srtcp" if secure else "rtcp")
     if flow.transport == "tcp" and not found:
         found.add("tcp")
     return [p for p in PROTOCOL_ORDER if p in found] + sorted(found - set(PROTOCOL_ORDER))
@@ -264,8 +271,8 @@ def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[Stream
         return True
     for stream in streams:
         sdp = media.sdp_for(stream)
-        if sdp is not None and ("SAVP" in sdp.proto.upper() or sdp.sdes_suites  # type: ignore[attr-defined]
-                                or sdp.fingerprint):  # type: ignore[attr-defined]
+        if sdp is not None and ("SAVP" in sdp.proto.upper() or sdp.sdes_suites
+                                or sdp.fingerprint):
             return True
     return False
 
@@ -302,15 +309,14 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
 # ---------------------------------------------------------------------- servers
 
 
-def _servers(capture_name: str, flows: pd.DataFrame) -> pd.DataFrame:
-    servers = flows[~flows["p2p"]] if len(flows) else flows
+def _servers(capture_name: str, flows: pd.DataFrame,
+             names: dict[str, set[tuple[str, str]]]) -> pd.DataFrame:
+    servers = flows[~flows["p2p"].astype(bool)] if len(flows) else flows
     rows = []
     for ip, group in servers.groupby("server_ip", sort=True):
-        names = {(n, src) for n, src in zip(group["server_name"], group["server_name_source"],
-                                            strict=True) if n}
         rows.append({
             "capture": capture_name, "ip": ip,
-            "names": "; ".join(f"{n} ({src})" for n, src in sorted(names)),
+            "names": "; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ()))),
             "services": "+".join(sorted(set(group["service"]))),
             "ports": "+".join(str(p) for p in sorted(set(group["server_port"]))),
             "flows": len(group), "bytes": int((group["bytes_c2s"] + group["bytes_s2c"]).sum()),
@@ -363,3 +369,21 @@ def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
             elif len(sample) and all(isinstance(v, int | np.integer) for v in sample):
                 out[column] = out[column].astype("Int64")
     return out
+
+
+def columns_markdown() -> str:
+    """docs/tables.md: every output table and column (`python -m analyzer.tables`)."""
+    lines = ["# Output tables", "",
+             "Generated by `python -m analyzer.tables > docs/tables.md` from `COLUMNS` in "
+             "`analyzer/tables.py`; a test keeps the two equal. Each table is written as "
+             "`<table>.csv` and `<table>.parquet`. Times are UTC; `_ms`, `_s`, `_kbps` name "
+             "units. Frame numbers are Wireshark's (1-based, in file order).", ""]
+    for table, columns in COLUMNS.items():
+        lines += [f"## {table}", "", "| column | meaning |", "|---|---|"]
+        lines += [f"| `{name}` | {meaning} |" for name, meaning in columns.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(columns_markdown(), end="")

@@ -33,11 +33,14 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
     assert isinstance(counts, dict)
     console.print(f"[bold]{counts['packets']}[/] packets, [bold]{len(flows)}[/] flows, "
                   f"[bold]{len(streams)}[/] RTP streams")
-    for capture in analysis.summary["captures"]:  # type: ignore[union-attr]
+    captures = analysis.summary["captures"]
+    assert isinstance(captures, list)
+    for capture in captures:
         damage = capture.get("damage")
         if damage:
-            console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: {escape(damage['reason'])}"
-                          f" (read up to frame {damage['first_unreadable_frame'] - 1})")
+            console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: "
+                          f"{escape(damage['reason'])} "
+                          f"(read up to frame {damage['first_unreadable_frame'] - 1})")
     if len(flows):
         console.print(_service_table(analysis))
     if len(streams):

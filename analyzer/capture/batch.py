@@ -21,7 +21,8 @@ class PacketBatch:
     data_offset: np.ndarray  # int64
     caplen: np.ndarray  # int64
     wirelen: np.ndarray  # int64
-    linktype: np.ndarray  # int32, LINKTYPE_* of the packet's interface
+    linktype: np.ndarray  # int32, LINKTYPE_* of the packet's interface; -1: a frame that is
+    # not a packet (a pcapng block Wireshark counts as a frame, e.g. a custom block)
 
     def __len__(self) -> int:
         return int(self.frame.size)
@@ -37,7 +38,7 @@ class Damage:
     """Where and why a capture stopped being readable."""
 
     frame: int  # the frame number the damaged record would have had
-    file_offset: int
+    file_offset: int  # offset in the capture (after decompression, for a gzip file)
     reason: str
 
 
@@ -49,9 +50,9 @@ class CaptureInfo:
     file_format: str = ""  # 'pcap' | 'pcapng'
     compressed: str = ""  # '' | 'gzip'
     linktypes: set[int] = field(default_factory=set)
-    timestamp_resolution: str = ""
-    packets: int = 0
+    timestamp_resolution: str = ""  # 'us', 'ns', ... (pcapng: one per interface, comma-joined)
+    packets: int = 0  # records read, i.e. frames (includes pcapng non-packet frames)
     bytes_read: int = 0
     truncated_packets: int = 0  # packets cut by the snap length (caplen < wirelen)
     damage: Damage | None = None
-    skipped_blocks: int = 0
+    skipped_blocks: int = 0  # pcapng blocks that are neither packets nor frames (NRB, ISB, ...)

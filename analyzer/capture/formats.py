@@ -42,6 +42,10 @@ BLOCK_BODY = {  # block type -> struct of its fixed fields
     BT_SPB: "I",  # wirelen
 }
 PACKET_FIELDS = 20  # fixed fields before packet data in an EPB and an OPB
+# Blocks that are not packets but that Wireshark shows as frames (so they take a frame number):
+# systemd journal export, sysdig events, custom blocks (checked with tshark 4.0)
+FRAME_BLOCKS = frozenset({0x09, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222, 0x0BAD, 0x40000BAD})
+LT_NOT_A_PACKET = -1  # the linktype given to those frames (they carry no captured bytes)
 OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 9, 14
 
 
@@ -208,6 +212,8 @@ class PcapngWalker:
     def _block(self, buf: bytes, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
         body = memoryview(buf)[pos + 8 : pos + blen - 4]
         layout = BLOCK_BODY.get(btype)
+        if btype in FRAME_BLOCKS:
+            return self._not_a_packet(cols, pos)
         if layout is None:
             self.skipped_blocks += 1
             return ""
@@ -265,6 +271,16 @@ class PcapngWalker:
         cols.wirelen.append(wirelen)
         cols.ts_ns.append(0)  # SPBs carry no timestamp
         cols.linktype.append(iface.linktype)
+        return ""
+
+
+    @staticmethod
+    def _not_a_packet(cols: RecordColumns, pos: int) -> str:
+        cols.data_offset.append(pos + 8)
+        cols.caplen.append(0)
+        cols.wirelen.append(0)
+        cols.ts_ns.append(0)
+        cols.linktype.append(LT_NOT_A_PACKET)
         return ""
 
 

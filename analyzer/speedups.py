@@ -1,0 +1,90 @@
+"""The optional C extension ``analyzer._speedups`` and thin wrappers around it.
+
+The pure-Python/numpy code stays the reference and the fallback: when the extension was not built
+(no compiler at install time), or when ``CONFSCOPE_PURE_PYTHON=1`` is set in the environment,
+``native`` is None and callers take their Python path. Tests switch paths by setting ``native``.
+
+The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
+buffer protocol, so the extension needs no numpy headers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import ModuleType
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
+MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get(PURE_PYTHON_VARIABLE) == "1":
+        return None
+    try:
+        from analyzer import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+native: ModuleType | None = _load()
+HAVE_SPEEDUPS = native is not None  # the extension is built and was not switched off
+
+
+def enabled() -> bool:
+    """Whether the C paths are in use now (``native`` may be switched off after import)."""
+    return native is not None
+
+
+def _require() -> ModuleType:
+    if native is None:
+        raise RuntimeError("analyzer._speedups is not available")
+    return native
+
+
+def _outputs(buf: bytes, start: int, columns: int) -> list[IntArray]:
+    capacity = max(len(buf) - start, 0) // MIN_RECORD + 1
+    return [np.empty(capacity, dtype=np.int64) for _ in range(columns)]
+
+
+def walk_pcap(
+    buf: bytes, start: int, big_endian: bool, ns_per_tick: int, max_caplen: int
+) -> tuple[list[IntArray], int, bool]:
+    """Classic pcap records from ``start``: ([data_offset, caplen, wirelen, ts_ns], stop,
+    whether it stopped on a record whose caplen exceeds ``max_caplen``)."""
+    out = _outputs(buf, start, 4)
+    count, stop, error = _require().walk_pcap(buf, start, big_endian, ns_per_tick, max_caplen, *out)
+    return [column[:count].copy() for column in out], stop, bool(error)
+
+
+# Interface table columns, in the order the C walker reads them.
+INTERFACE_COLUMNS = ("linktype", "snaplen", "base", "exponent", "offset_ns", "usable")
+
+
+def interface_table(rows: Sequence[tuple[int, int, int, int, int]]) -> IntArray:
+    """int64 [n, 6] from (linktype, snaplen, base, exponent, offset_ns) per interface; an offset
+    outside int64 marks the interface unusable, so Python converts its timestamps."""
+    table = np.zeros((len(rows), len(INTERFACE_COLUMNS)), dtype=np.int64)
+    for index, (linktype, snaplen, base, exponent, offset_ns) in enumerate(rows):
+        usable = INT64_MIN <= offset_ns <= INT64_MAX
+        table[index] = (linktype, snaplen, base, exponent, offset_ns if usable else 0, usable)
+    return table
+
+
+def walk_pcapng(
+    buf: bytes, start: int, big_endian: bool, interfaces: IntArray, max_caplen: int,
+    max_block: int,
+) -> tuple[list[IntArray], int]:
+    """pcapng packet blocks from ``start`` up to the first block Python must handle:
+    ([data_offset, caplen, wirelen, ts_ns, linktype], stop)."""
+    out = _outputs(buf, start, 5)
+    count, stop = _require().walk_pcapng(
+        buf, start, big_endian, interfaces, max_caplen, max_block, *out
+    )
+    return [column[:count].copy() for column in out], stop
