@@ -89,7 +89,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             analysis = analyze(args.captures, settings, advance)
     else:
         analysis = analyze(args.captures, settings)
-    write_outputs(analysis.tables, analysis.summary, args.output)
+    write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings)
     if not args.quiet:
         from analyzer.terminal import print_summary
 

@@ -57,6 +57,7 @@ class Candidates:
     length: np.ndarray  # bytes from there to the end of the (inner) packet
     encap: np.ndarray  # ENCAP_*
     zoom_kind: np.ndarray  # Zoom media kind name index (-1 outside Zoom)
+    zoom_layout: np.ndarray  # index into zoom.LAYOUT_CODES (0 outside Zoom)
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class StreamState:
     fec: bool
     payload_types: dict[int, int] = field(default_factory=dict)  # pt -> packets
     zoom_kinds: set[str] = field(default_factory=set)
+    zoom_layouts: set[str] = field(default_factory=set)
     clock_rate: int | None = None
     clock_rate_source: str = ""
     accumulator: RtpStreamAccumulator | None = None
@@ -115,7 +117,7 @@ class MediaExtractor:
         parts = [self._plain(rows, at, plen, mode, demux)]
         parts.append(self._turn(g, rows, at, plen, mode, demux))
         parts.append(self._zoom(g, rows, at, plen, mode))
-        fields = ("row", "offset", "length", "encap", "zoom_kind")
+        fields = ("row", "offset", "length", "encap", "zoom_kind", "zoom_layout")
         merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
         order = np.argsort(merged["row"], kind="stable")  # back to capture order
         return Candidates(*(merged[f][order] for f in fields))
@@ -147,7 +149,7 @@ class MediaExtractor:
                demux: np.ndarray) -> Candidates:
         sel = rows[((mode & 3) == 0) & (demux == Demux.RTP)]
         return Candidates(sel, at[sel], plen[sel], np.full(sel.size, ENCAP_PLAIN),
-                          np.full(sel.size, -1))
+                          np.full(sel.size, -1), np.zeros(sel.size, dtype=np.int64))
 
     @staticmethod
     def _turn(g: Gather, rows: np.ndarray, at: np.ndarray, plen: np.ndarray, mode: np.ndarray,
@@ -162,7 +164,7 @@ class MediaExtractor:
             sel, np.concatenate([at[channel] + 4, at[ms] + 12]),
             np.concatenate([inner_len, plen[ms] - 12]),
             np.concatenate([np.full(channel.size, ENCAP_TURN), np.full(ms.size, ENCAP_MS_TURN)]),
-            np.full(sel.size, -1),
+            np.full(sel.size, -1), np.zeros(sel.size, dtype=np.int64),
         )
 
     @staticmethod
@@ -177,8 +179,10 @@ class MediaExtractor:
         rows_out = np.concatenate([sel[ok], sel[second]])
         rel = np.concatenate([zc.rtp_offset[ok], zc.second_rtp_offset[second]])
         kinds = np.concatenate([zc.media_kind[ok], zc.media_kind[second]])
+        layouts = np.concatenate([zc.layout[ok], zc.layout[second]])
         return Candidates(rows_out, at[rows_out] + rel, plen[rows_out] - rel,
-                          np.full(rows_out.size, ENCAP_ZOOM), kinds.astype(np.int64))
+                          np.full(rows_out.size, ENCAP_ZOOM), kinds.astype(np.int64),
+                          layouts.astype(np.int64))
 
     # ------------------------------------------------------------------ RTCP (sampled)
 
@@ -223,10 +227,13 @@ class MediaExtractor:
             "timestamp": rtp.timestamp[ok], "payload_type": pt.astype(np.uint8),  # type: ignore[attr-defined]
             "marker": rtp.marker[ok], "rtp_bytes": cand.length[ok],  # type: ignore[attr-defined]
         }
-        encap, kind = cand.encap[ok], cand.zoom_kind[ok]
+        encap, kind, layout = cand.encap[ok], cand.zoom_kind[ok], cand.zoom_layout[ok]
         for part in np.split(order, bounds):
             i = int(part[0])
             stream = self._stream(int(fi[i]), int(d[i]), int(ssrc[i]), int(encap[i]), bool(fec[i]))
+            if encap[i] == ENCAP_ZOOM:
+                stream.zoom_layouts.update(
+                    str(zoom.LAYOUT_CODES[c]) for c in np.unique(layout[part]).tolist() if c)
             self._feed(stream, {name: col[part] for name, col in columns.items()}, kind[part])
 
     def _stream(self, fi: int, d: int, ssrc: int, encap: int, fec: bool) -> StreamState:

@@ -123,6 +123,8 @@ def decode_batch(batch: PacketBatch) -> PacketColumns:
     todo = np.ones(len(batch), dtype=bool)
     for depth in range(MAX_TUNNEL_DEPTH + 1):
         declared_end = _decode_network(g, cols, layer, todo)
+        if depth == MAX_TUNNEL_DEPTH:  # deeper tunnels are left wrapped
+            break
         inner, kind = _tunnels(g, cols, layer, declared_end, todo)
         if depth == 0:
             cols.tunnel = kind
@@ -250,7 +252,7 @@ def _select(rows: np.ndarray, inner: _Layer, outer: _Layer) -> _Layer:
     return _Layer(*(np.where(rows, getattr(inner, f), getattr(outer, f)) for f in _Layer.__slots__))
 
 
-def ip_header_ok(g: Gather, layer: _Layer) -> tuple[np.ndarray, np.ndarray]:
+def _ip_header_ok(g: Gather, layer: _Layer) -> tuple[np.ndarray, np.ndarray]:
     """Rows whose IPv4 / IPv6 fixed header is present, of the right version and sane."""
     first = g.u8(layer.l3)
     v4 = ((layer.ethertype == ET_IPV4) & (first >> 4 == 4) & ((first & 0x0F) * 4 >= IPV4_MIN)
@@ -264,7 +266,7 @@ def _decode_network(g: Gather, cols: PacketColumns, layer: _Layer, todo: np.ndar
 
     Returns, per row, where the IP packet ends as declared by its header.
     """
-    v4, v6 = ip_header_ok(g, layer)
+    v4, v6 = _ip_header_ok(g, layer)
     v4 &= todo
     v6 &= todo
     l4 = np.zeros_like(layer.l3)
@@ -304,8 +306,9 @@ def _ipv6(
     l4: np.ndarray, ip_end: np.ndarray,
 ) -> None:
     base = layer.l3[sel]
-    cols.src_hi[sel], cols.src_lo[sel] = g.u64(base + 8), g.u64(base + 16)
-    cols.dst_hi[sel], cols.dst_lo[sel] = g.u64(base + 24), g.u64(base + 32)
+    src, dst = base + IPV6["src"][0], base + IPV6["dst"][0]
+    cols.src_hi[sel], cols.src_lo[sel] = g.u64(src), g.u64(src + 8)
+    cols.dst_hi[sel], cols.dst_lo[sel] = g.u64(dst), g.u64(dst + 8)
     length = g.u16(base + IPV6["payload_length"][0]).astype(np.int64)
     nxt = g.u8(base + IPV6["next_header"][0])
     # payload length 0: a jumbogram or segmentation offload, the frame length is the truth
@@ -394,7 +397,7 @@ def _tunnels(
     vxlan = udp & (cols.dport == VXLAN_PORT) & ~gtp
     if vxlan.any():
         kind[vxlan] = _vxlan(g, cols.payload_offset[vxlan], inner, vxlan)
-    v4, v6 = ip_header_ok(g, inner)
+    v4, v6 = _ip_header_ok(g, inner)
     kind[~(v4 | v6)] = TUNNEL_NONE
     return inner, kind
 

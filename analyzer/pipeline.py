@@ -9,9 +9,10 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from analyzer import FORMAT_VERSION, __version__
+from analyzer import FORMAT_VERSION, __version__, findings
 from analyzer.capture.batch import CaptureInfo
 from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
 from analyzer.facts import CaptureFacts
@@ -50,6 +51,7 @@ class Analysis:
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: dict[str, object] = field(default_factory=dict)
+    findings: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def flows(self) -> pd.DataFrame:
@@ -88,8 +90,10 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
+    fragments = 0
     for batch in reader.batches():
         cols = decode_batch(batch)
+        fragments += int(np.count_nonzero(cols.fragment))
         assign = flows.update(cols)
         inspector.process(batch, cols, assign)
         media.process(batch, cols, assign)
@@ -100,6 +104,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     tables = build_tables(name, flows, inspector, media, capture)
     result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
+    result.counts["ip_fragments"] = fragments  # counted, not reassembled
     return result
 
 
@@ -131,6 +136,9 @@ def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
     tables = {
         name: pd.concat([r.tables[name] for r in results], ignore_index=True) for name in names
     }
+    found = findings.findings(tables)
+    tables["coverage"] = findings.coverage(tables)
+    tables["findings"] = findings.findings_table(found)
     summary = {
         "tool": "confscope", "version": __version__, "format_version": FORMAT_VERSION,
         "settings": settings.as_dict(),
@@ -140,8 +148,21 @@ def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
             "packets": sum(r.info.packets for r in results),
             **{name: len(table) for name, table in tables.items()},
         },
+        "coverage": _coverage_summary(tables["coverage"]),
+        "findings_by_severity": {s: sum(f.severity == s for f in found)
+                                 for s in findings.SEVERITY_ORDER},
     }
-    return Analysis(tables, summary)
+    return Analysis(tables, summary, [f.as_dict() for f in found])
+
+
+def _coverage_summary(coverage: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """{capture: {scope: {verdict: share of bytes}}} plus media-second shares."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in coverage.itertuples():
+        scope = out.setdefault(str(row.capture), {}).setdefault(str(row.scope), {})
+        scope[f"{row.verdict}_share_bytes"] = round(float(row.share_bytes), 4)
+        scope[f"{row.verdict}_share_media_seconds"] = round(float(row.share_media_seconds), 4)
+    return out
 
 
 def _capture_summary(result: CaptureResult) -> dict[str, object]:

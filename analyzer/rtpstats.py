@@ -49,8 +49,10 @@ printed figure, and the clock-rate name table by the strings in the 4.0.17 binar
   (IPv6) header bytes over a 1 s sliding window), skew and clock drift.
 
 What this module adds, its own definitions (not tshark's): ``duplicates`` (packets whose extended
-sequence number was already seen), ``out_of_order`` (other packets whose extended sequence number
-is below the highest seen before), ``bitrate_kbps`` (RTP bytes, header and payload, excluding
+sequence number was already seen, looking back at most ``DUPLICATE_WINDOW`` = 65536 numbers below
+the highest seen before, so that the state per stream is bounded; a repeat from further back counts
+as out of order), ``out_of_order`` (other packets whose extended sequence number is below the
+highest seen before), ``bitrate_kbps`` (RTP bytes, header and payload, excluding
 UDP/IP, times 8 over the stream's duration) and the extended sequence number itself, unwrapped
 per stream as Wireshark's RTP dissector does (nearest to the previous packet's).
 
@@ -62,11 +64,19 @@ here when ``expected`` would be negative; dynamic clock rates come from the call
 must pass 0 for ``telephone-event``; rates below 1000 Hz give tshark a division by zero and are
 treated as "no jitter" here.
 
-The jitter filter is evaluated with a doubling prefix scan (about 14 vectorized passes whatever
-the length), the path-dependent means in closed form with cumulative logarithms, the sequence
-state machines with running maxima and masks. To merge exactly (tshark's figures depend on the
-stream's first timestamp, first sequence number and global packet index), an accumulator keeps
-the compact per-packet columns it was fed (16 bytes a packet) and ``merge`` replays them.
+Two implementations give the same figures (counts exactly, floats to 1e-9):
+
+* ``RtpStreamAccumulator`` (numpy, one stream per object, the reference): the jitter filter is
+  evaluated with a doubling prefix scan (about 14 vectorized passes whatever the length), the
+  path-dependent means in closed form with cumulative logarithms, the sequence state machines
+  with running maxima and masks. To merge exactly (tshark's figures depend on the stream's first
+  timestamp, first sequence number and global packet index), an accumulator created with
+  ``keep_for_merge=True`` keeps the compact per-packet columns it was fed (16 bytes a packet) and
+  ``merge`` replays them; otherwise its memory does not grow with the stream.
+* ``StreamSet`` (many streams, packets interleaved in capture order, one call per batch): tshark's
+  per-packet loop in C (``analyzer._speedups``) over one fixed-size state row per stream (8 KiB,
+  mostly the duplicate window's bitmap); without the extension it falls back to one accumulator
+  per stream.
 """
 
 from __future__ import annotations
@@ -74,10 +84,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from analyzer import speedups
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -114,6 +127,8 @@ SEQ_WRAP_GAP = 0xFF00  # tshark: a step back larger than this is a forward jump 
 SEQ_UNWRAP_HALF = 0x8000  # Wireshark's extended sequence number: nearest to the previous one
 JITTER_DECAY = 15.0 / 16.0
 SEQUENCE_WINDOW = 4096  # packets examined per pass of the sequence-state machine
+DUPLICATE_WINDOW = 65536  # extended sequence numbers below the highest checked for duplicates
+PAYLOAD_TYPE_COUNT = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +143,7 @@ class StreamStatistics:
     expected: int  # stop + cycles * 65536 - start + 1 (tshark's rule, signed here)
     lost: int  # tshark "Lost": expected - packets, negative with duplicates
     loss_pct: float  # tshark "Lost %": 100 * lost / expected (0 when expected <= 0)
-    duplicates: int  # packets whose extended sequence number was already seen
+    duplicates: int  # packets whose extended sequence number was seen (within DUPLICATE_WINDOW)
     out_of_order: int  # other packets whose extended sequence number is below an earlier one
     sequence_errors: int  # tshark's count of wrong sequence numbers
     problem: bool  # tshark "Problems?": a sequence error or a timestamp out of time sequence
@@ -163,7 +178,7 @@ def clock_rate_for_encoding(name: str) -> int | None:
 
 def _rate_table(clock_rate: int | None, dynamic: Mapping[int, int]) -> IntArray:
     """Clock rate (Hz, 0 = none) for each 7-bit payload type, as tshark picks it."""
-    table = np.zeros(128, dtype=np.int64)
+    table = np.zeros(PAYLOAD_TYPE_COUNT, dtype=np.int64)
     for payload_type, rate in TSHARK_STATIC_CLOCK_RATES.items():
         table[payload_type] = rate
     table[FIRST_DYNAMIC_PAYLOAD_TYPE:] = clock_rate or 0
@@ -313,6 +328,11 @@ class _SeenSequences:
         group_last = np.concatenate((np.flatnonzero(fresh)[1:] - 1, [fresh.size - 1]))
         self.starts, self.ends = starts[fresh], reach[group_last]
 
+    def forget_below(self, lowest: int) -> None:
+        """Drop the numbers below ``lowest`` (they left the duplicate window for good)."""
+        keep = self.ends >= lowest
+        self.starts, self.ends = np.maximum(self.starts[keep], lowest), self.ends[keep]
+
 
 @dataclass(slots=True)
 class _Batch:
@@ -403,10 +423,14 @@ class RtpStreamAccumulator:
     """
 
     def __init__(
-        self, clock_rate: int | None, dynamic_clock_rates: Mapping[int, int] | None = None
+        self,
+        clock_rate: int | None,
+        dynamic_clock_rates: Mapping[int, int] | None = None,
+        keep_for_merge: bool = False,
     ) -> None:
         self._rates = _rate_table(clock_rate, dynamic_clock_rates or {})
         self._carry = _Carry()
+        self._keep = keep_for_merge
         self._batches: list[_Batch] = []
 
     def update(
@@ -440,8 +464,11 @@ class RtpStreamAccumulator:
         """Append ``later``, an accumulator fed the packets that follow this one's.
 
         ``later``'s kept columns are replayed through this accumulator's state (and its clock
-        rates), so the result equals one pass over both parts; ``later`` is left unchanged.
+        rates), so the result equals one pass over both parts; ``later`` is left unchanged. It
+        must have been created with ``keep_for_merge=True`` (ValueError otherwise).
         """
+        if later._carry.packets and not later._keep:
+            raise ValueError("the later accumulator was not created with keep_for_merge=True")
         for batch in later._batches:
             self._ingest(batch.widened())
 
@@ -450,40 +477,21 @@ class RtpStreamAccumulator:
         carry = self._carry
         if carry.packets == 0:
             raise ValueError("no RTP packet was added to this stream")
-        expected = carry.stop_seq + carry.cycles * SEQ_MODULUS - carry.start_seq + 1
-        lost = expected - carry.packets
-        duration = carry.last_seen - carry.first_seen
-        delta_min, delta_max = carry.delta.extremes()
-        jitter_min, jitter_max = carry.jitter_stats.extremes()
-        return StreamStatistics(
-            packets=carry.packets,
-            expected=expected,
-            lost=lost,
-            loss_pct=100.0 * lost / expected if expected > 0 else 0.0,
-            duplicates=carry.duplicates,
-            out_of_order=carry.out_of_order,
-            sequence_errors=carry.sequence_errors,
-            problem=carry.problem,
-            jitter_mean_ms=carry.jitter_stats.mean(),
-            jitter_max_ms=jitter_max,
-            jitter_min_ms=jitter_min,
-            delta_min_ms=delta_min,
-            delta_mean_ms=carry.delta.mean(),
-            delta_max_ms=delta_max,
-            bitrate_kbps=carry.rtp_bytes * 8 / duration / 1000 if duration > 0 else None,
-            duration_s=duration,
-            first_seen=carry.first_seen,
-            last_seen=carry.last_seen,
-            first_frame=carry.first_frame,
-            last_frame=carry.last_frame,
-            clock_rate=carry.clock_rate or None,
-            payload_types=tuple(sorted(carry.payload_types)),
-        )
+        return _Totals(
+            carry.packets, carry.start_seq, carry.stop_seq, carry.cycles,
+            carry.duplicates, carry.out_of_order, carry.sequence_errors, carry.problem,
+            (*carry.delta.extremes(), carry.delta.mean()),
+            (*carry.jitter_stats.extremes(), carry.jitter_stats.mean()),
+            carry.rtp_bytes, carry.first_seen, carry.last_seen,
+            carry.first_frame, carry.last_frame, carry.clock_rate,
+            tuple(sorted(carry.payload_types)),
+        ).statistics()
 
     # -- batch processing ----------------------------------------------------------------
 
     def _ingest(self, batch: _Batch) -> None:
-        self._batches.append(batch.compact())
+        if self._keep:
+            self._batches.append(batch.compact())
         carry = self._carry
         if carry.packets == 0:
             self._start(batch)
@@ -585,18 +593,221 @@ class RtpStreamAccumulator:
         _, first = np.unique(extended, return_index=True)
         repeated = np.ones(extended.size, dtype=np.bool_)
         repeated[first] = False
-        duplicate = repeated | carry.seen.contains(extended)
-        highest_before = np.maximum.accumulate(np.concatenate(([carry.highest_extended], extended)))
-        late = ~duplicate & (extended < highest_before[:-1])
+        highest = np.maximum.accumulate(np.concatenate(([carry.highest_extended], extended)))
+        in_window = extended > highest[:-1] - DUPLICATE_WINDOW
+        duplicate = (repeated | carry.seen.contains(extended)) & in_window
+        late = ~duplicate & (extended < highest[:-1])
         carry.duplicates += int(np.count_nonzero(duplicate))
         carry.out_of_order += int(np.count_nonzero(late))
         carry.seen.add(extended)
         carry.last_extended = int(extended[-1])
-        carry.highest_extended = int(highest_before[-1])
+        carry.highest_extended = int(highest[-1])
+        carry.seen.forget_below(carry.highest_extended - DUPLICATE_WINDOW + 1)
 
 
 def _is_comfort_noise(payload_type: IntArray) -> BoolArray:
     return np.isin(payload_type, COMFORT_NOISE_PAYLOAD_TYPES)
+
+
+Extremes = tuple[float | None, float | None, float | None]  # min, max, tshark's mean
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """The final per-stream state both implementations reduce to."""
+
+    packets: int
+    start_seq: int
+    stop_seq: int
+    cycles: int
+    duplicates: int
+    out_of_order: int
+    sequence_errors: int
+    problem: bool
+    delta: Extremes
+    jitter: Extremes
+    rtp_bytes: int
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    last_frame: int
+    clock_rate: int
+    payload_types: tuple[int, ...]
+
+    def statistics(self) -> StreamStatistics:
+        expected = self.stop_seq + self.cycles * SEQ_MODULUS - self.start_seq + 1
+        lost = expected - self.packets
+        duration = self.last_seen - self.first_seen
+        return StreamStatistics(
+            packets=self.packets,
+            expected=expected,
+            lost=lost,
+            loss_pct=100.0 * lost / expected if expected > 0 else 0.0,
+            duplicates=self.duplicates,
+            out_of_order=self.out_of_order,
+            sequence_errors=self.sequence_errors,
+            problem=self.problem,
+            jitter_mean_ms=self.jitter[2],
+            jitter_max_ms=self.jitter[1],
+            jitter_min_ms=self.jitter[0],
+            delta_min_ms=self.delta[0],
+            delta_mean_ms=self.delta[2],
+            delta_max_ms=self.delta[1],
+            bitrate_kbps=self.rtp_bytes * 8 / duration / 1000 if duration > 0 else None,
+            duration_s=duration,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            first_frame=self.first_frame,
+            last_frame=self.last_frame,
+            clock_rate=self.clock_rate or None,
+            payload_types=self.payload_types,
+        )
+
+
+# ---------------------------------------------------------------------------- many streams
+
+
+class StreamSet:
+    """Statistics of many RTP streams fed together: each batch holds packets of any streams,
+    interleaved in capture order.
+
+    Uses the C loop of ``analyzer._speedups`` when available (``native=None``), else, or with
+    ``native=False``, one ``RtpStreamAccumulator`` per stream; both give the same figures.
+    """
+
+    def __init__(self, native: bool | None = None) -> None:
+        use_native = speedups.enabled() if native is None else native
+        if use_native and speedups.native is None:
+            raise RuntimeError("analyzer._speedups is not available")
+        self._native: ModuleType | None = speedups.native if use_native else None
+        self._count = 0
+        self._accumulators: list[RtpStreamAccumulator] = []
+        if self._native is not None:
+            self._state = np.zeros(0, dtype=_native_state_dtype(self._native))
+            self._rates = np.zeros((0, PAYLOAD_TYPE_COUNT), dtype=np.int64)
+
+    @property
+    def native(self) -> bool:
+        """Whether the C loop computes the statistics."""
+        return self._native is not None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add_stream(
+        self, clock_rate: int | None, dynamic_clock_rates: Mapping[int, int] | None = None
+    ) -> int:
+        """A new stream with ``RtpStreamAccumulator``'s clock-rate arguments; returns its id."""
+        stream_id = self._count
+        if self._native is None:
+            self._accumulators.append(RtpStreamAccumulator(clock_rate, dynamic_clock_rates))
+        else:
+            self._reserve(stream_id + 1)
+            self._rates[stream_id] = _rate_table(clock_rate, dynamic_clock_rates or {})
+        self._count += 1
+        return stream_id
+
+    def update(
+        self,
+        stream_id: npt.ArrayLike,
+        frame: npt.ArrayLike,
+        arrival_s: npt.ArrayLike,
+        sequence_number: npt.ArrayLike,
+        timestamp: npt.ArrayLike,
+        payload_type: npt.ArrayLike,
+        marker: npt.ArrayLike,
+        rtp_bytes: npt.ArrayLike,
+    ) -> None:
+        """Add packets of any streams (parallel arrays in capture order), ``stream_id`` naming
+        each packet's stream; the other columns as in ``RtpStreamAccumulator.update``."""
+        ids = np.ascontiguousarray(stream_id, dtype=np.int64)
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self._count):
+            raise IndexError(f"stream id out of range ({self._count} streams)")
+        columns = (frame, arrival_s, sequence_number, timestamp, payload_type, marker, rtp_bytes)
+        if self._native is None:
+            self._update_each(ids, columns)
+        else:
+            self._native.rtp_update(
+                self._state[: self._count], self._rates[: self._count], ids,
+                *_native_columns(*columns),
+            )
+
+    def result(self, stream_id: int) -> StreamStatistics:
+        """The statistics of one stream so far (ValueError when it has no packet yet)."""
+        if not 0 <= stream_id < self._count:
+            raise IndexError(f"no stream {stream_id} ({self._count} streams)")
+        if self._native is None:
+            return self._accumulators[stream_id].result()
+        return _totals_from_state(self._state[stream_id]).statistics()
+
+    def _reserve(self, count: int) -> None:
+        if count <= self._state.size:
+            return
+        capacity = max(count, 2 * self._state.size, 16)
+        state = np.zeros(capacity, dtype=self._state.dtype)
+        state[: self._state.size] = self._state
+        rates = np.zeros((capacity, PAYLOAD_TYPE_COUNT), dtype=np.int64)
+        rates[: self._rates.shape[0]] = self._rates
+        self._state, self._rates = state, rates
+
+    def _update_each(self, ids: IntArray, columns: tuple[npt.ArrayLike, ...]) -> None:
+        """The fallback: each stream's packets (stable order) to its own accumulator."""
+        arrays = [np.asarray(column) for column in columns]
+        order = np.argsort(ids, kind="stable")
+        starts = np.flatnonzero(np.diff(ids[order])) + 1
+        for part in np.split(order, starts) if ids.size else []:
+            self._accumulators[int(ids[part[0]])].update(*(array[part] for array in arrays))
+
+
+def _native_state_dtype(module: ModuleType) -> np.dtype[Any]:
+    """The C state row as a numpy structured dtype (layout exported by the extension)."""
+    names, formats, offsets = zip(*module.RTP_STATE_LAYOUT, strict=True)
+    spec: Any = {"names": names, "formats": formats, "offsets": offsets}
+    spec["itemsize"] = module.RTP_STATE_SIZE
+    return np.dtype(spec)
+
+
+def _native_columns(
+    frame: npt.ArrayLike,
+    arrival_s: npt.ArrayLike,
+    sequence_number: npt.ArrayLike,
+    timestamp: npt.ArrayLike,
+    payload_type: npt.ArrayLike,
+    marker: npt.ArrayLike,
+    rtp_bytes: npt.ArrayLike,
+) -> tuple[npt.NDArray[Any], ...]:
+    """The columns in the contiguous types the C loop reads (it reduces them mod 2**16 etc.)."""
+    as_int = [np.ascontiguousarray(c, dtype=np.int64) for c in (frame, sequence_number)]
+    more = [np.ascontiguousarray(c, dtype=np.int64) for c in (timestamp, payload_type)]
+    return (
+        as_int[0], np.ascontiguousarray(arrival_s, dtype=np.float64), as_int[1], *more,
+        np.ascontiguousarray(marker, dtype=np.bool_),
+        np.ascontiguousarray(rtp_bytes, dtype=np.int64),
+    )
+
+
+def _totals_from_state(row: np.void) -> _Totals:
+    def running(name: str) -> Extremes:
+        if not int(row[f"{name}_count"]):
+            return (None, None, None)
+        return (float(row[f"{name}_min"]), float(row[f"{name}_max"]), float(row[f"{name}_mean"]))
+
+    if int(row["packets"]) == 0:
+        raise ValueError("no RTP packet was added to this stream")
+    words = [int(word) for word in row["payload_types"]]
+    kinds = tuple(pt for pt in range(PAYLOAD_TYPE_COUNT) if words[pt >> 6] >> (pt & 63) & 1)
+    number = {name: int(row[name]) for name in _STATE_INTEGERS}
+    return _Totals(
+        **number, problem=bool(row["problem"]), delta=running("delta"),
+        jitter=running("jitter_stats"), first_seen=float(row["first_seen"]),
+        last_seen=float(row["last_seen"]), payload_types=kinds,
+    )
+
+
+_STATE_INTEGERS = (
+    "packets", "start_seq", "stop_seq", "cycles", "duplicates", "out_of_order",
+    "sequence_errors", "rtp_bytes", "first_frame", "last_frame", "clock_rate",
+)
 
 
 # ---------------------------------------------------------------------------- tshark's table

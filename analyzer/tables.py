@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analyzer import services
+from analyzer import assess, services
+from analyzer.encryption import Verdict
 from analyzer.facts import Evidence
+from analyzer.findings import COVERAGE_COLUMNS
 from analyzer.flows import Flow
 
 if TYPE_CHECKING:
@@ -60,6 +62,19 @@ COLUMNS: dict[str, dict[str, str]] = {
         "server_name_source": "where server_name came from (tls-sni, dns, ...)",
         "tls_version": "negotiated TLS/DTLS/QUIC version, if a handshake was seen",
         "rtt_min_ms": "smallest handshake round trip seen on the flow, ms",
+        **{
+            "encryption": "cleartext, weak, encrypted or unknown",
+            "encryption_detail": "protocol and parameters (version, cipher suite, SRTP profile)",
+            "encryption_basis": "what the verdict rests on (handshake, signalling, ...)",
+            "key_exchange": "dtls-srtp, sdes-cleartext, sdes-tls, service-control-tls, tls, "
+                            "quic, zrtp, dtls, noise, service-signalling, none or unknown",
+            "key_exchange_detail": "with whom the keys were agreed (address, certificate "
+                                   "fingerprint, frames)",
+            "readable_by": "who can read the content, as far as the capture shows",
+            "protection": "end-to-end, hop-by-hop, service-held-keys, none or unknown",
+            "protection_note": "why, and what evidence would show an end-to-end layer",
+            "weak_reasons": "why the verdict is weak, '; '-joined",
+        },
     },
     "streams": {
         "capture": "capture file name",
@@ -86,6 +101,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "first_seen": "time of the first packet (UTC)",
         "last_seen": "time of the last packet (UTC)",
         "first_frame": "Wireshark frame number of the first packet",
+        "encryption": "verdict of the stream's media: cleartext, weak, encrypted or unknown",
+        "encryption_detail": "protocol and parameters",
+        "key_exchange": "how the media keys were agreed (see flows)",
+        "protection": "end-to-end, hop-by-hop, service-held-keys, none or unknown",
     },
     "servers": {
         "capture": "capture file name",
@@ -96,6 +115,15 @@ COLUMNS: dict[str, dict[str, str]] = {
         "flows": "number of flows",
         "bytes": "frame bytes exchanged in both directions",
         "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
+    },
+    "coverage": COVERAGE_COLUMNS,
+    "findings": {
+        "capture": "capture file name", "severity": "high, medium, low or info",
+        "kind": "machine-readable kind (sdes-keys-in-cleartext, ecb-mode, ...)",
+        "title": "one-line statement", "explanation": "plain-language explanation",
+        "flow_ids": "flows that are evidence, space-separated",
+        "frames": "Wireshark frame numbers that are evidence, space-separated",
+        "hostnames": "server names involved", "refute": "what would show the finding wrong",
     },
     "signalling": {
         "capture": "capture file name",
@@ -133,7 +161,13 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
                   per_flow_streams.get(i, []), capture)
         for i, flow in enumerate(flows.flows)
     ]
-    stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media)
+    views = assess.flow_views(flows, inspector, media, capture, attribution,
+                              [str(r["server_name"]) for r in flow_rows], per_flow_streams)
+    flow_verdicts = assess.verdicts(views)
+    for row, verdict in zip(flow_rows, flow_verdicts, strict=True):
+        row.update(_verdict_columns(verdict))
+    stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media,
+                               flow_verdicts[s.flow_index])
                    for s in sorted(media.streams.values(), key=_stream_order)]
     flows_df = _frame(flow_rows, "flows")
     names: dict[str, set[tuple[str, str]]] = {}
@@ -280,8 +314,18 @@ def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[Stream
 # ---------------------------------------------------------------------- streams
 
 
+def _verdict_columns(verdict: Verdict) -> dict[str, object]:
+    return {
+        "encryption": verdict.encryption, "encryption_detail": verdict.detail,
+        "encryption_basis": verdict.basis, "key_exchange": verdict.key_exchange,
+        "key_exchange_detail": verdict.key_exchange_detail, "readable_by": verdict.readable_by,
+        "protection": verdict.protection, "protection_note": verdict.protection_note,
+        "weak_reasons": "; ".join(verdict.weak_reasons),
+    }
+
+
 def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
-                media: MediaExtractor) -> dict[str, object]:
+                media: MediaExtractor, verdict: Verdict) -> dict[str, object]:
     assert stream.accumulator is not None
     stats = stream.accumulator.result()
     d = stream.direction
@@ -303,6 +347,8 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
         "bitrate_kbps": stats.bitrate_kbps, "duration_s": stats.duration_s,
         "first_seen": _utc(stats.first_seen * 1e9), "last_seen": _utc(stats.last_seen * 1e9),
         "first_frame": stats.first_frame,
+        "encryption": verdict.encryption, "encryption_detail": verdict.detail,
+        "key_exchange": verdict.key_exchange, "protection": verdict.protection,
     }
 
 
@@ -341,8 +387,9 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
-                  outdir: Path) -> list[Path]:
-    """Write every table as CSV and Parquet plus summary.json; each file appears atomically."""
+                  outdir: Path, findings: list[dict[str, object]] | None = None) -> list[Path]:
+    """Write every table as CSV and Parquet, summary.json and findings.json; each file
+    appears atomically."""
     outdir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".confscope-", dir=outdir))
     written = []
@@ -351,6 +398,9 @@ def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
             neutralize_formulas(table).to_csv(staging / f"{name}.csv", index=False)
             _parquet_ready(table).to_parquet(staging / f"{name}.parquet", index=False)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if findings is not None:
+            document = {"format_version": summary.get("format_version"), "findings": findings}
+            (staging / "findings.json").write_text(json.dumps(document, indent=2) + "\n")
         for item in sorted(staging.iterdir()):
             os.replace(item, outdir / item.name)
             written.append(outdir / item.name)

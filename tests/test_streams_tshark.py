@@ -52,7 +52,7 @@ def ours(path: Path) -> dict[tuple[str, int, str, int, int], pd.Series]:
 def rtp_frames_tshark_calls_otherwise(path: Path, k: tuple[str, int, str, int, int]) -> int:
     """Frames of this stream's ports that tshark does not dissect as RTP although they start
     with an RTP header of this SSRC (e.g. after SDP told tshark the port now carries T.38)."""
-    src, sport, dst, dport, ssrc = k
+    _, sport, _, dport, ssrc = k
     out = subprocess.run(
         ["tshark", "-r", str(path), "--enable-heuristic", "rtp_udp", "-Y",
          f"udp.srcport=={sport} && udp.dstport=={dport} && !rtp", "-T", "fields",
@@ -80,6 +80,7 @@ def test_streams_match_tshark(path: Path) -> None:
             # tshark's SDP-driven dissection can hide RTP packets: count them from its own bytes
             hidden = rtp_frames_tshark_calls_otherwise(path, stream_key)
         assert (m.packets, m.lost) == (t["packets"] + hidden, t["lost"]), stream_key
-        if t["min_jitter_ms"] >= 0 and not hidden:  # tshark prints -1 when it does not know the clock rate
+        # tshark prints -1 when it does not know the clock rate
+        if t["min_jitter_ms"] >= 0 and not hidden:
             assert close(m.jitter_mean_ms, t["mean_jitter_ms"]), (stream_key, m.jitter_mean_ms, t)
             assert close(m.jitter_max_ms, t["max_jitter_ms"]), (stream_key, m.jitter_max_ms, t)

@@ -164,7 +164,12 @@ class PcapngWalker:
 
     file_format = "pcapng"
 
-    def __init__(self) -> None:
+    def __init__(self, head: bytes) -> None:
+        if len(head) < 12:
+            raise CaptureFormatError("truncated pcapng section header")
+        magic = struct.unpack_from("<I", head, 8)[0]
+        if magic not in (PCAPNG_BYTE_ORDER_MAGIC, BYTE_SWAPPED_MAGIC):
+            raise CaptureFormatError(f"bad pcapng byte-order magic 0x{head[8:12].hex()}")
         self.endian = "<"
         self.interfaces: list[_Interface] = []
         self.linktypes: set[int] = set()

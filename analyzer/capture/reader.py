@@ -100,12 +100,11 @@ class CaptureReader:
         if not head:
             raise CaptureFormatError(f"{self.path}: empty file")
         try:
-            kind = sniff_format(head)
-            if kind == "pcap":
+            if sniff_format(head) == "pcap":
                 return PcapWalker(head), 24
+            return PcapngWalker(head), 0
         except CaptureFormatError as exc:
             raise CaptureFormatError(f"{self.path}: {exc}") from None
-        return PcapngWalker(), 0
 
     def _walk_chunks(
         self, stream: io.BufferedIOBase, walker: Walker, carry: bytes, start: int

@@ -1,0 +1,77 @@
+"""The assessment stage: from pipeline state to per-flow views and encryption verdicts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from analyzer.encryption import FlowView, Verdict, assess_flow
+from analyzer.facts import CaptureFacts, SdpMedia
+
+if TYPE_CHECKING:
+    from analyzer.flows import Flow, FlowTable
+    from analyzer.inspector import Inspector
+    from analyzer.media import MediaExtractor, StreamState
+    from analyzer.services import Orientation
+
+ENCAP_ZOOM = 3
+
+
+def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
+               capture: CaptureFacts, attribution: list[tuple[Orientation, str, str]],
+               server_names: list[str], per_flow_streams: dict[int, list[StreamState]]
+               ) -> list[FlowView]:
+    views = []
+    for i, flow in enumerate(flows.flows):
+        orientation, service, _ = attribution[i]
+        server = 1 - orientation.client_side
+        streams = per_flow_streams.get(i, [])
+        view = FlowView(
+            flow_id=flow.flow_id, transport=flow.transport, service=service,
+            p2p=orientation.p2p, server=f"{flow.address(server)}:{flow.port(server)}",
+            server_name=server_names[i], facts=inspector.facts[i],
+            media_packets=sum(sum(s.payload_types.values()) for s in streams),
+            zoom_media=any(s.encap == ENCAP_ZOOM for s in streams),
+            zoom_legacy=any("legacy" in s.zoom_layouts for s in streams),
+            srtcp_trailer=any(media.srtcp_packets.get((i, d)) for d in (0, 1)),
+            rtcp_packets=sum(media.rtcp_packets.get((i, d), 0) for d in (0, 1)),
+        )
+        view.sdp = _sdp_entries(flow, streams, media, capture)
+        view.sdp_cleartext_frames = _sdes_frames(view.sdp, capture)
+        views.append(view)
+    _add_control_servers(views, flows)
+    return views
+
+
+def _sdp_entries(flow: Flow, streams: list[StreamState], media: MediaExtractor,
+                 capture: CaptureFacts) -> list[SdpMedia]:
+    found = [entry for s in streams if (entry := media.sdp_for(s)) is not None]
+    if not found:  # e.g. an RTCP-only flow: look up its endpoints directly
+        for side in (0, 1):
+            entry = capture.sdp_before((flow.address(side), flow.port(side)),
+                                       flow.first_frame)
+            if entry is not None:
+                found.append(entry)
+    return found
+
+
+def _sdes_frames(entries: list[SdpMedia], capture: CaptureFacts) -> list[int]:
+    """Frames of cleartext SIP messages whose SDP carried SDES keys for these media."""
+    calls = {e.call_id for e in entries if e.sdes_suites and not e.over_tls}
+    return sorted({int(str(row["frame"])) for row in capture.sip_messages
+                   if row["sdes_keys"] and row["call_id"] in calls})
+
+
+def _add_control_servers(views: list[FlowView], flows: FlowTable) -> None:
+    """Candidate key-delivery servers: the service's TLS flows opened before the media flow."""
+    for view in views:
+        if not view.zoom_media:
+            continue
+        first = flows.flows[view.flow_id - 1].first_frame
+        tls = [v for v in views if v.service == view.service and v.facts.tls is not None]
+        before = [v for v in tls if flows.flows[v.flow_id - 1].first_frame < first] or tls
+        view.control_servers = [
+            f"{v.server_name or '?'} {v.server} (flow {v.flow_id})" for v in before]
+
+
+def verdicts(views: list[FlowView], cbc_sha1_is_weak: bool = False) -> list[Verdict]:
+    return [assess_flow(view, cbc_sha1_is_weak) for view in views]

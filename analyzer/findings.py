@@ -1,0 +1,265 @@
+"""What a reader must know, in plain language, each with evidence and what would refute it.
+
+Findings and coverage are computed from the output tables alone (flows, streams, signalling),
+so `confscope report` can rebuild them from a folder of tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+SEVERITY_ORDER = ("high", "medium", "low", "info")
+VERDICTS = ("encrypted", "weak", "cleartext", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    capture: str
+    severity: str  # high | medium | low | info
+    kind: str
+    title: str
+    explanation: str
+    flow_ids: tuple[int, ...]
+    frames: tuple[int, ...]  # Wireshark frame numbers
+    hostnames: tuple[str, ...] = ()
+    values: dict[str, str] = field(default_factory=dict)
+    refute: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["evidence"] = {k: data.pop(k) for k in ("flow_ids", "frames", "hostnames", "values")}
+        return data
+
+
+def _ids(rows: pd.DataFrame) -> tuple[int, ...]:
+    return tuple(int(v) for v in rows["flow_id"])
+
+
+def _frames(rows: pd.DataFrame) -> tuple[int, ...]:
+    return tuple(int(v) for v in rows["first_frame"])
+
+
+def _names(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted({str(n) for n in rows["server_name"] if isinstance(n, str) and n}))
+
+
+def _servers(rows: pd.DataFrame) -> str:
+    return ", ".join(sorted({f"{r.server_ip}:{r.server_port}" for r in rows.itertuples()}))
+
+
+Rule = Callable[[str, pd.DataFrame, pd.DataFrame, pd.DataFrame], Iterator[Finding]]
+
+
+def sdes_in_cleartext(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                      signalling: pd.DataFrame) -> Iterator[Finding]:
+    media = flows[flows["key_exchange"] == "sdes-cleartext"]
+    if media.empty:
+        return
+    sip = signalling[signalling["sdes_keys"].astype(bool)]
+    frames = tuple(int(f) for f in sip["frame"])
+    yield Finding(
+        capture, "high", "sdes-keys-in-cleartext",
+        f"SRTP keys sent in cleartext SIP (frames {', '.join(map(str, frames))})",
+        "The call's media is encrypted with SRTP, but the keys were sent in unencrypted SIP "
+        "messages (SDP a=crypto lines). Anyone who has this capture, or could watch the "
+        "network, can decrypt the call.",
+        tuple(sorted(set(_ids(media)) | {int(v) for v in sip["flow_id"]})), frames, (),
+        {"media_servers": _servers(media)},
+        "The SIP messages were protected on the wire in a way the capture does not show (for "
+        "example captured inside a VPN endpoint), or the keys in the SDP are not the ones used.")
+
+
+def ecb_mode(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+             signalling: pd.DataFrame) -> Iterator[Finding]:
+    if "ecb_verdict" not in streams:
+        return
+    hits = streams[streams["ecb_verdict"] == "ecb"]
+    if hits.empty:
+        return
+    examples = "; ".join(str(e) for e in hits["ecb_examples"] if e)
+    frames = tuple(sorted({int(f) for e in hits["ecb_examples"] if e
+                           for pair in str(e).split(";") for f in pair.split("/") if f.strip()}))
+    yield Finding(
+        capture, "high", "ecb-mode",
+        "Media encrypted with AES in ECB mode: identical plaintext blocks are visible as "
+        "identical ciphertext",
+        "In ECB mode the same 16 bytes of sound or picture always encrypt to the same 16 "
+        "bytes, so patterns (silence, still parts of the picture) show through the encryption. "
+        f"Repeated ciphertext blocks were found in {len(hits)} stream(s); a sound cipher mode "
+        "would practically never repeat a block. Example frame pairs: " + examples + ".",
+        tuple(sorted({int(v) for v in hits["flow_id"]})), frames, (),
+        {"repeated_blocks": str(int(hits["ecb_repeats"].sum()))},
+        "The repeated blocks are unencrypted header bytes the analysis failed to strip "
+        "(check the example frames in Wireshark: the repeats should sit at varying offsets).")
+
+
+def cleartext_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                    signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[(flows["encryption"] == "cleartext") & flows["protocols"].str.contains(
+        r"\brtp\b", regex=True)]
+    if rows.empty:
+        return
+    yield Finding(
+        capture, "high", "cleartext-media",
+        f"Call media sent without encryption ({len(rows)} flow(s))",
+        "These RTP streams carry audio or video with no sign of SRTP: no DTLS handshake, no "
+        "keys in the signalling, no SRTP profile. The content can be played back from the "
+        "capture.", _ids(rows), _frames(rows), _names(rows), {"servers": _servers(rows)},
+        "An encryption layer the capture cannot see (e.g. an IPsec or VPN tunnel between the "
+        "capture point and the peer).")
+
+
+def weak_protection(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                    signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[(flows["encryption"] == "weak")
+                 & ~flows["key_exchange"].isin(["sdes-cleartext"])
+                 & ~flows["weak_reasons"].str.contains("ECB", na=False)]
+    for reasons, group in rows.groupby("weak_reasons"):
+        null = "NULL" in str(reasons)
+        yield Finding(
+            capture, "high" if null else "medium", "weak-encryption",
+            f"Weak encryption: {reasons}",
+            "These connections are encrypted, but with a protocol version or cipher that is "
+            "deprecated or does not protect confidentiality "
+            f"({', '.join(sorted(set(group['encryption_detail'])))}).",
+            _ids(group), _frames(group), _names(group), {"servers": _servers(group)},
+            "The handshake frames show a different negotiated version or cipher.")
+
+
+def cleartext_signalling(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                         signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[(flows["encryption"] == "cleartext") & flows["protocols"].str.contains("sip")]
+    if rows.empty:
+        return
+    yield Finding(
+        capture, "medium", "cleartext-signalling",
+        "Call signalling (SIP) readable: who called whom, when, and with which media",
+        "SIP messages travel without TLS, so caller and callee addresses, user agents and the "
+        "media addresses can be read from the capture.", _ids(rows),
+        tuple(int(f) for f in signalling["frame"][:20]), _names(rows),
+        {"servers": _servers(rows)}, "The SIP traffic is protected by a layer the capture "
+        "does not show.")
+
+
+def service_held_keys(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                      signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[flows["protection"] == "service-held-keys"]
+    for service, group in rows.groupby("service"):
+        yield Finding(
+            capture, "medium", "service-can-decrypt",
+            f"{service}: the service can decrypt this meeting's media",
+            "The media is encrypted, but the keys come from the service's own servers (or its "
+            "signalling), not from a key agreement between participants. Unless an end-to-end "
+            "mode is switched on, which a capture cannot show, the service can read it. "
+            f"{group['key_exchange_detail'].iloc[0]}", _ids(group), _frames(group),
+            _names(group), {"servers": _servers(group)},
+            "Client-side evidence that end-to-end encryption was on (e.g. Zoom's E2EE "
+            "indicator and security code).")
+
+
+def hop_by_hop_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                     signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[(flows["protection"] == "hop-by-hop")
+                 & flows["protocols"].str.contains("srtp|rtp", regex=True)]
+    if rows.empty:
+        return
+    yield Finding(
+        capture, "info", "hop-by-hop-media",
+        f"Media encrypted only to the server ({_servers(rows)})",
+        "Media keys were agreed with a relay or media server, which decrypts the media and "
+        "can read it before passing it on.", _ids(rows), _frames(rows), _names(rows),
+        {"servers": _servers(rows)},
+        "An end-to-end layer inside the SRTP payload (SFrame, insertable streams), visible only "
+        "from the clients.")
+
+
+def unknown_flows(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                  signalling: pd.DataFrame) -> Iterator[Finding]:
+    rows = flows[flows["encryption"] == "unknown"]
+    if rows.empty:
+        return
+    yield Finding(
+        capture, "low", "not-assessed",
+        f"{len(rows)} flow(s) could not be assessed",
+        "No handshake, signalling or known protocol structure was seen on these flows, so "
+        "confscope does not say whether they were encrypted.", _ids(rows)[:50],
+        _frames(rows)[:50], _names(rows), {}, "")
+
+
+RULES: tuple[Rule, ...] = (sdes_in_cleartext, ecb_mode, cleartext_media, weak_protection,
+                           cleartext_signalling, service_held_keys, hop_by_hop_media,
+                           unknown_flows)
+
+
+def findings(tables: dict[str, pd.DataFrame]) -> list[Finding]:
+    flows, streams, signalling = tables["flows"], tables["streams"], tables["signalling"]
+    found: list[Finding] = []
+    for capture in sorted(set(flows["capture"])):
+        parts = [t[t["capture"] == capture] for t in (flows, streams, signalling)]
+        for rule in RULES:
+            found.extend(rule(capture, *parts))
+    return sorted(found, key=lambda f: (SEVERITY_ORDER.index(f.severity), f.capture, f.kind))
+
+
+def findings_table(found: list[Finding]) -> pd.DataFrame:
+    rows = [{
+        "capture": f.capture, "severity": f.severity, "kind": f.kind, "title": f.title,
+        "explanation": f.explanation, "flow_ids": " ".join(map(str, f.flow_ids)),
+        "frames": " ".join(map(str, f.frames)), "hostnames": " ".join(f.hostnames),
+        "refute": f.refute,
+    } for f in found]
+    return pd.DataFrame(rows, columns=["capture", "severity", "kind", "title", "explanation",
+                                       "flow_ids", "frames", "hostnames", "refute"])
+
+
+# ---------------------------------------------------------------------- coverage
+
+
+def coverage(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Share of flows, packets, bytes and media seconds per verdict, per capture and service."""
+    flows, streams = tables["flows"], tables["streams"]
+    rows: list[dict[str, object]] = []
+    for capture in sorted(set(flows["capture"])):
+        f = flows[flows["capture"] == capture]
+        s = streams[streams["capture"] == capture]
+        for scope in ["all", *sorted(set(f["service"]))]:
+            part_f = f if scope == "all" else f[f["service"] == scope]
+            part_s = s[s["flow_id"].isin(part_f["flow_id"])]
+            rows.extend(_coverage_rows(capture, scope, part_f, part_s))
+    return pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
+
+
+COVERAGE_COLUMNS = {
+    "capture": "capture file name",
+    "scope": "'all' or a service",
+    "verdict": "encrypted, weak, cleartext or unknown",
+    "flows": "flows with this verdict", "packets": "packets", "bytes": "frame bytes",
+    "media_seconds": "seconds of RTP media (sum over streams and directions)",
+    "share_flows": "share of the scope's flows, 0-1", "share_packets": "share of packets",
+    "share_bytes": "share of bytes", "share_media_seconds": "share of media seconds",
+    "media_seconds_hop_by_hop": "media seconds protected only hop by hop or with keys the "
+                                "service holds",
+}
+
+
+def _coverage_rows(capture: str, scope: str, flows: pd.DataFrame,
+                   streams: pd.DataFrame) -> Iterator[dict[str, object]]:
+    packets = flows["packets_c2s"] + flows["packets_s2c"]
+    volume = flows["bytes_c2s"] + flows["bytes_s2c"]
+    totals = (len(flows), packets.sum(), volume.sum(), streams["duration_s"].sum())
+    for verdict in VERDICTS:
+        mask = flows["encryption"] == verdict
+        smask = streams["encryption"] == verdict
+        values = (int(mask.sum()), int(packets[mask].sum()), int(volume[mask].sum()),
+                  float(streams["duration_s"][smask].sum()))
+        shares = [v / t if t else 0.0 for v, t in zip(values, totals, strict=True)]
+        relayed = smask & streams["protection"].isin(["hop-by-hop", "service-held-keys"])
+        yield {"capture": capture, "scope": scope, "verdict": verdict,
+               "flows": values[0], "packets": values[1], "bytes": values[2],
+               "media_seconds": round(values[3], 3), "share_flows": shares[0],
+               "share_packets": shares[1], "share_bytes": shares[2],
+               "share_media_seconds": shares[3],
+               "media_seconds_hop_by_hop": round(float(streams["duration_s"][relayed].sum()), 3)}

@@ -1,0 +1,397 @@
+"""The C fast paths (analyzer._speedups) against the Python/numpy reference code.
+
+RTP statistics: random interleaved multi-stream inputs (loss, duplicates, reordering, wraps,
+timestamp jumps, comfort noise, markers, unknown clock rates) split into random batches give the
+same figures from the C loop, from the numpy accumulators and from a plain per-packet loop written
+here from the rules in analyzer/rtpstats.py's docstring; one interleaved capture is also checked
+against tshark. Record walkers: pcap and pcapng files packed here with struct following
+draft-ietf-opsawg-pcap / -pcapng, fuzzed bytes and the real corpus captures walk to the same
+records, stop offsets and errors with and without the extension.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyzer import speedups
+from analyzer.rtpstats import (
+    DUPLICATE_WINDOW,
+    TSHARK_STATIC_CLOCK_RATES,
+    RtpStreamAccumulator,
+    StreamSet,
+    StreamStatistics,
+    parse_tshark_rtp_streams,
+)
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+needs_extension = pytest.mark.skipif(not speedups.HAVE_SPEEDUPS, reason="extension not built")
+
+# ---------------------------------------------------------------------------- RTP: inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    stream: int
+    arrival_s: float
+    seq: int
+    ts: int
+    pt: int
+    marker: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSetup:
+    clock_rate: int | None
+    dynamic: Mapping[int, int]
+
+
+SETUPS = (  # (clock rate from SDP, rtpmap overrides), payload type mixes
+    (StreamSetup(None, {}), (0,)),
+    (StreamSetup(None, {}), (8, 13)),
+    (StreamSetup(None, {}), (34, 19, 0)),
+    (StreamSetup(None, {}), (11,)),  # L16 at 44100 Hz: 44 ticks per ms for tshark
+    (StreamSetup(None, {}), (96,)),  # unknown clock rate: no jitter
+    (StreamSetup(48000, {101: 0}), (96, 101)),  # telephone-event forced to 0
+    (StreamSetup(90000, {97: 16000}), (96, 97)),
+    (StreamSetup(500, {}), (96,)),  # below 1000 Hz: no jitter
+)
+
+
+def random_stream(rng: random.Random, stream: int, count: int, setup_index: int) -> list[Packet]:
+    """One stream: jitter, loss, duplicates, reordering, sequence and timestamp jumps (also far
+    enough to leave the duplicate window), arrivals going back, CN, markers, rate changes."""
+    kinds = SETUPS[setup_index][1]
+    seq = rng.choice([rng.randrange(65536), 65535 - rng.randrange(40), 0])
+    ts = rng.choice([rng.randrange(2**32), 2**32 - rng.randrange(1, 9000)])
+    arrival, packets = 1.7e9 + rng.random(), []
+    for _ in range(count):
+        roll, sent_seq, sent_ts = rng.random(), seq, ts
+        if roll < 0.05:  # late or repeated
+            sent_seq = (seq - rng.randrange(0, 5)) % 65536
+        elif roll < 0.08:  # loss
+            seq = sent_seq = (seq + rng.randrange(2, 50)) % 65536
+        elif roll < 0.09:  # a jump anywhere
+            seq = sent_seq = rng.randrange(65536)
+        elif roll < 0.10:  # a long step either way: walks the extended number past the window
+            seq = sent_seq = (seq + rng.choice([30000, -30000])) % 65536
+        if rng.random() < 0.03:
+            sent_ts = (ts - rng.randrange(1, 5000)) % 2**32
+        if rng.random() < 0.005:
+            ts = (ts + rng.choice([2**31, 3 * 2**30])) % 2**32
+        pt = rng.choice(kinds) if rng.random() < 0.2 else kinds[0]
+        size = rng.choice([172, 60, 1200])
+        packets.append(Packet(stream, arrival, sent_seq, sent_ts, pt, rng.random() < 0.05, size))
+        seq = seq if roll < 0.05 else (seq + 1) % 65536
+        ts = (ts + 160) % 2**32
+        arrival += -0.003 if rng.random() < 0.01 else max(0.0, 0.02 + rng.gauss(0, 0.004))
+    return packets
+
+
+def interleave(rng: random.Random, streams: list[list[Packet]]) -> list[Packet]:
+    """The streams' packets in one random capture order, each stream's own order kept."""
+    labels = [index for index, packets in enumerate(streams) for _ in packets]
+    rng.shuffle(labels)
+    cursors = [iter(packets) for packets in streams]
+    return [next(cursors[label]) for label in labels]
+
+
+def columns(packets: list[Packet], first_frame: int) -> dict[str, np.ndarray]:
+    return {
+        "stream_id": np.array([p.stream for p in packets], dtype=np.int64),
+        "frame": np.arange(first_frame, first_frame + len(packets)),
+        "arrival_s": np.array([p.arrival_s for p in packets]),
+        "sequence_number": np.array([p.seq for p in packets], dtype=np.uint16),
+        "timestamp": np.array([p.ts for p in packets], dtype=np.uint32),
+        "payload_type": np.array([p.pt for p in packets], dtype=np.uint8),
+        "marker": np.array([p.marker for p in packets], dtype=bool),
+        "rtp_bytes": np.array([p.size for p in packets], dtype=np.int32),
+    }
+
+
+def run_set(
+    native: bool, setups: list[StreamSetup], packets: list[Packet], cuts: tuple[int, ...]
+) -> list[StreamStatistics | None]:
+    streams = StreamSet(native=native)
+    for setup in setups:
+        streams.add_stream(setup.clock_rate, setup.dynamic)
+    for low, high in itertools.pairwise((0, *cuts, len(packets))):
+        streams.update(**columns(packets[low:high], low + 1))
+    return [
+        streams.result(i) if any(p.stream == i for p in packets) else None
+        for i in range(len(setups))
+    ]
+
+
+# ---------------------------------------------------------------------------- RTP: reference
+
+
+def rate_table(setup: StreamSetup) -> dict[int, int]:
+    """Clock rate per payload type as the rtpstats docstring states tshark picks it."""
+    rates = {pt: TSHARK_STATIC_CLOCK_RATES.get(pt, 0) for pt in range(96)}
+    rates |= {pt: setup.clock_rate or 0 for pt in range(96, 128)}
+    return rates | dict(setup.dynamic)
+
+
+@dataclass(slots=True)
+class Running:
+    """tshark's mean ``(mean * (n - 1) + x) / n`` at regular packets, with min and max."""
+
+    mean: float = 0.0
+    count: int = 0
+    maximum: float = 0.0
+    minimum: float = 0.0
+
+    def add(self, value: float, index: int) -> None:
+        self.mean = (self.mean * (index - 1) + value) / index
+        self.minimum = value if self.count == 0 else min(self.minimum, value)
+        self.maximum, self.count = max(self.maximum, value), self.count + 1
+
+    def figures(self) -> tuple[float | None, float | None, float | None]:
+        return (self.minimum, self.mean, self.maximum) if self.count else (None, None, None)
+
+
+def unwrap(extended: int, seq: int) -> int:
+    """The extended number of ``seq`` nearest to the previous packet's ``extended``."""
+    step = seq - extended % 65536
+    step -= 65536 if step > 0x8000 else 0
+    step += 65536 if step < -0x8000 else 0
+    return extended + step
+
+
+def reference(packets: list[Packet], rates: dict[int, int]) -> dict[str, Any]:
+    """All StreamStatistics fields of one stream, one packet at a time."""
+    first, t0 = packets[0], packets[0].arrival_s
+    time_ms = last_nominal = jitter = 0.0
+    highest = stop = first.seq
+    latched, cycles, errors, problem, previous_pt, clock = False, 0, 0, False, first.pt, 0
+    delta_stats, jitter_stats = Running(), Running()
+    extended = top = first.seq
+    seen, duplicates, out_of_order = {first.seq}, 0, 0
+    for n, packet in enumerate(packets[1:], start=1):
+        t, seq = (packet.arrival_s - t0) * 1000, packet.seq
+        forward = (packet.ts - first.ts) % 2**32
+        in_time = forward < 2**31 or (packet.ts < first.ts and forward == 2**31)
+        if in_time and not latched and (seq < first.seq or (seq == 0 and stop == 65535)):
+            cycles, latched = cycles + 1, True
+        elif in_time and latched and seq > first.seq:
+            latched = False
+        wrap = in_time and highest == 65535 and seq == 0
+        if (seq <= highest and not wrap) or (in_time and seq > highest + 1):
+            errors += 1
+        if in_time and (seq > highest or highest - seq > 0xFF00):
+            highest = seq
+        ticks = rates[packet.pt] // 1000
+        delta = t - time_ms
+        if in_time and ticks > 0:
+            nominal = forward / ticks
+            jitter = (15 * jitter + abs(t - (time_ms + nominal - last_nominal))) / 16
+            last_nominal, clock = nominal, rates[packet.pt]
+        regular = in_time and not packet.marker and {packet.pt, previous_pt}.isdisjoint({13, 19})
+        if regular:
+            delta_stats.add(delta, n)
+        if regular and in_time and ticks > 0:
+            jitter_stats.add(jitter, n)
+        problem = problem or not in_time
+        time_ms = t if in_time else time_ms
+        stop, previous_pt = seq, packet.pt
+        extended = unwrap(extended, seq)
+        if extended in seen and extended > top - DUPLICATE_WINDOW:
+            duplicates += 1
+        elif extended < top:
+            out_of_order += 1
+        seen.add(extended)
+        top = max(top, extended)
+    expected = stop + cycles * 65536 - first.seq + 1
+    duration = packets[-1].arrival_s - t0
+    rtp_bytes = sum(p.size for p in packets)
+    out: dict[str, Any] = {
+        "packets": len(packets),
+        "expected": expected,
+        "lost": expected - len(packets),
+        "loss_pct": 100 * (expected - len(packets)) / expected if expected > 0 else 0.0,
+        "duplicates": duplicates,
+        "out_of_order": out_of_order,
+        "sequence_errors": errors,
+        "problem": problem or errors > 0,
+        "bitrate_kbps": rtp_bytes * 8 / duration / 1000 if duration > 0 else None,
+        "duration_s": duration,
+        "first_seen": t0,
+        "last_seen": packets[-1].arrival_s,
+        "clock_rate": clock or None,
+        "payload_types": tuple(sorted({p.pt for p in packets})),
+    }
+    for name, running in (("delta", delta_stats), ("jitter", jitter_stats)):
+        low, mean, high = running.figures()
+        out |= {f"{name}_min_ms": low, f"{name}_mean_ms": mean, f"{name}_max_ms": high}
+    return out
+
+
+def assert_same(got: StreamStatistics, want: StreamStatistics | Mapping[str, Any]) -> None:
+    """Integers, flags and payload types exactly; floats to 1e-9 (relative or absolute)."""
+    for item in fields(StreamStatistics):
+        if isinstance(want, StreamStatistics):
+            expected = getattr(want, item.name)
+        elif item.name in want:
+            expected = want[item.name]
+        else:
+            continue
+        value = getattr(got, item.name)
+        if isinstance(value, float) and isinstance(expected, float):
+            assert value == pytest.approx(expected, rel=1e-9, abs=1e-9), item.name
+        else:
+            assert value == expected, item.name
+
+
+# ---------------------------------------------------------------------------- RTP: tests
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[StreamSetup], list[Packet], tuple[int, ...]]:
+    seed = draw(st.integers(0, 2**32))
+    counts = draw(st.lists(st.integers(1, 600), min_size=1, max_size=8))
+    kinds = draw(st.lists(st.sampled_from(range(len(SETUPS))), min_size=len(counts),
+                          max_size=len(counts)))
+    rng = random.Random(seed)
+    streams = [random_stream(rng, i, n, k) for i, (n, k) in enumerate(zip(counts, kinds))]
+    packets = interleave(rng, streams)
+    cut_points = draw(st.lists(st.integers(1, max(1, len(packets) - 1)), max_size=8))
+    setups = [SETUPS[k][0] for k in kinds]
+    return setups, packets, tuple(sorted(set(cut_points)))
+
+
+@needs_extension
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_c_loop_numpy_and_reference_agree(
+    scenario: tuple[list[StreamSetup], list[Packet], tuple[int, ...]],
+) -> None:
+    setups, packets, cuts = scenario
+    native = run_set(True, setups, packets, cuts)
+    fallback = run_set(False, setups, packets, cuts)
+    for index, setup in enumerate(setups):
+        own = [p for p in packets if p.stream == index]
+        got, vectorized = native[index], fallback[index]
+        assert got is not None and vectorized is not None
+        assert_same(got, reference(own, rate_table(setup)))
+        assert_same(got, vectorized)
+        frames = [n + 1 for n, p in enumerate(packets) if p.stream == index]
+        assert (got.first_frame, got.last_frame) == (frames[0], frames[-1])
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_long_stream_with_wraps_in_many_batches(native: bool) -> None:
+    rng = random.Random(11)
+    packets = random_stream(rng, 0, 150_000, 1)
+    setups = [SETUPS[1][0]]
+    cuts = tuple(range(9_973, len(packets), 9_973))
+    (got,) = run_set(native, setups, packets, cuts)
+    assert got is not None
+    assert_same(got, reference(packets, rate_table(setups[0])))
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_duplicates_are_looked_for_within_the_window_only(native: bool) -> None:
+    # Extended numbers 0 1 2 30002 60002 90002, then back to 60002 and 30002 (repeats within
+    # 65536 of the highest: duplicates) and 2 (a repeat from further back: out of order).
+    seqs = [0, 1, 2, 30002, 60002, 90002 % 65536, 60002, 30002, 2]
+    packets = [Packet(0, 100 + 0.02 * i, s, 160 * i, 0, False, 172) for i, s in enumerate(seqs)]
+    (got,) = run_set(native, [StreamSetup(None, {})], packets, (4,))
+    assert got is not None and (got.duplicates, got.out_of_order) == (2, 1)
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_stream_set_errors(native: bool) -> None:
+    streams = StreamSet(native=native)
+    first = streams.add_stream(None)
+    assert (first, streams.add_stream(8000), len(streams)) == (0, 1, 2)
+    with pytest.raises(ValueError):
+        streams.result(first)
+    with pytest.raises(IndexError):
+        streams.result(2)
+    one = {k: v[:1] for k, v in columns([Packet(0, 1.0, 1, 1, 0, False, 1)], 1).items()}
+    with pytest.raises(IndexError):
+        streams.update(**(one | {"stream_id": np.array([2])}))
+    with pytest.raises(IndexError):
+        streams.update(**(one | {"stream_id": np.array([-1])}))
+    streams.update(**{k: v[:0] for k, v in one.items()})  # an empty batch is fine
+    streams.update(**one)
+    assert streams.result(first).packets == 1
+
+
+@needs_extension
+def test_state_rows_do_not_grow_with_the_stream() -> None:
+    streams = StreamSet(native=True)
+    ids = [streams.add_stream(None) for _ in range(40)]  # forces the arrays to grow twice
+    packets = random_stream(random.Random(3), 39, 50_000, 0)
+    streams.update(**columns(packets, 1))
+    state_bytes = streams._state.nbytes
+    streams.update(**columns(packets, 50_001))
+    assert streams._state.nbytes == state_bytes and len(ids) == 40
+    assert streams.result(39).packets == 100_000
+
+
+def test_accumulator_keeps_columns_only_when_asked() -> None:
+    packets = random_stream(random.Random(5), 0, 300, 0)
+    batch = {k: v for k, v in columns(packets, 1).items() if k != "stream_id"}
+    plain, kept, earlier = (RtpStreamAccumulator(None, keep_for_merge=k) for k in (0, 1, 1))
+    plain.update(**batch)
+    kept.update(**batch)
+    assert plain._batches == [] and len(kept._batches) == 1
+    with pytest.raises(ValueError, match="keep_for_merge"):
+        earlier.merge(plain)
+    earlier.merge(kept)
+    assert earlier.result() == kept.result()
+
+
+@needs_extension
+def test_c_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None and module.RTP_DUPLICATE_WINDOW == DUPLICATE_WINDOW
+    state = np.zeros(module.RTP_STATE_SIZE, dtype=np.uint8)
+    rates = np.zeros((1, 128), dtype=np.int64)
+    good = [np.zeros(2, np.int64), np.ones(2, np.int64), np.ones(2), *[np.ones(2, np.int64)] * 3,
+            np.zeros(2, bool), np.ones(2, np.int64)]
+    module.rtp_update(state, rates, *good)
+    with pytest.raises(TypeError, match="arrival_s"):
+        module.rtp_update(state, rates, *good[:2], np.ones(2, np.float32), *good[3:])
+    with pytest.raises(ValueError, match="items"):
+        module.rtp_update(state, rates, *good[:3], np.ones(3, np.int64), *good[4:])
+    with pytest.raises(ValueError, match="wrong size"):
+        module.rtp_update(state[:-8], rates, *good)
+    with pytest.raises(BufferError):
+        module.rtp_update(bytes(module.RTP_STATE_SIZE), rates, *good)  # read-only state
+
+
+def test_pure_python_switch() -> None:
+    code = "from analyzer import speedups, rtpstats; print(speedups.HAVE_SPEEDUPS, " \
+        "rtpstats.StreamSet().native)"
+    env = os.environ | {speedups.PURE_PYTHON_VARIABLE: "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+    with pytest.raises(RuntimeError):
+        StreamSet(native=True) if not speedups.HAVE_SPEEDUPS else _forced_off()
+
+
+def _forced_off() -> None:
+    saved = speedups.native
+    speedups.native = None
+    try:
+        StreamSet(native=True)
+    finally:
+        speedups.native = saved
