@@ -516,7 +516,7 @@ static void rtp_timing(RtpState *s, const int64_t *rates, const RtpPacket *p, in
         s->clock_rate = rate;
     }
     int regular = in_time && !p->marker && !is_comfort_noise(p->payload_type) &&
-                  1;
+                  !is_comfort_noise(s->previous_pt);
     if (regular)
         running_add(&s->delta, delta, index);
     if (regular && jittered)

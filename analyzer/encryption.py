@@ -161,9 +161,13 @@ def _dtls_only_flow(view: FlowView, hs: HandshakeFacts, cbc: bool) -> Verdict:
 
 
 def _dtls_peer(view: FlowView, hs: HandshakeFacts) -> str:
-    prints = ", ".join(hs.certificate_fingerprints[:2])
     who = "the other peer" if view.p2p else f"the server {view.server}"
-    return f"DTLS with {who}" + (f" (certificate SHA-256 {prints})" if prints else "")
+    prints = []
+    if hs.certificate_fingerprints:
+        prints.append(f"server certificate SHA-256 {hs.certificate_fingerprints[0]}")
+    if hs.client_certificate_fingerprints:
+        prints.append(f"client certificate SHA-256 {hs.client_certificate_fingerprints[0]}")
+    return f"DTLS with {who}" + (f" ({'; '.join(prints)})" if prints else "")
 
 
 def _protection(view: FlowView) -> str:

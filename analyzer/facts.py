@@ -51,7 +51,9 @@ class HandshakeFacts:
     srtp_profile: int = -1  # negotiated use_srtp profile
     certificate_subjects: list[str] = field(default_factory=list)
     certificate_fingerprints: list[str] = field(default_factory=list)
-    certificate_names: list[str] = field(default_factory=list)  # CN and DNS SANs
+    certificate_names: list[str] = field(default_factory=list)  # server's CN and DNS SANs
+    client_certificate_subjects: list[str] = field(default_factory=list)
+    client_certificate_fingerprints: list[str] = field(default_factory=list)
     ech: bool = False
     encrypted_seen: bool = False
 

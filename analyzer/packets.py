@@ -33,6 +33,10 @@ MAX_EXTENSION_HEADERS = 8
 
 TUNNEL_NONE, TUNNEL_GRE, TUNNEL_GTPU, TUNNEL_VXLAN = 0, 1, 2, 3
 
+ETHERNET_TYPE_AT, ETHERNET_HEADER = 12, 14
+LLC_SNAP_IP = (0xAAAA0300, 0x0000)  # DSAP, SSAP, control, then a zero OUI: an ethertype follows
+COOKED = {LT_LINUX_SLL: (14, 16), LT_LINUX_SLL2: (0, 20)}  # (protocol offset, header length)
+
 # Header layouts: name -> (byte offset, width in bytes)
 IPV4 = {"ihl": (0, 1), "total_length": (2, 2), "flags_fragment": (6, 2), "protocol": (9, 1),
         "src": (12, 4), "dst": (16, 4)}
@@ -145,7 +149,7 @@ def link_layer(
     eth = linktype == LT_ETHERNET
     if eth.any():
         l3[eth], ethertype[eth] = _ethernet(g, start[eth])
-    for lt, et_at, header in ((LT_LINUX_SLL, 14, 16), (LT_LINUX_SLL2, 0, 20)):
+    for lt, (et_at, header) in COOKED.items():
         sel = linktype == lt
         if sel.any():
             l3[sel], ethertype[sel] = _link_chain(g, start[sel] + header, g.u16(start[sel] + et_at))
@@ -157,9 +161,9 @@ def link_layer(
 
 def _ethernet(g: Gather, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ethernet II, or 802.3 with an LLC/SNAP header carrying an ethertype."""
-    et = g.u16(start + 12)
-    l3 = start + 14
-    snap = (et <= 1500) & (g.u32(l3) == 0xAAAA0300) & (g.u16(l3 + 4) == 0)
+    et = g.u16(start + ETHERNET_TYPE_AT)
+    l3 = start + ETHERNET_HEADER
+    snap = (et <= 1500) & (g.u32(l3) == LLC_SNAP_IP[0]) & (g.u16(l3 + 4) == LLC_SNAP_IP[1])
     et = np.where(snap, g.u16(l3 + 6), et)
     return _link_chain(g, np.where(snap, l3 + 8, l3), et)
 

@@ -138,10 +138,13 @@ def _sdp_caller_side(flow: Flow, capture: CaptureFacts) -> int | None:
 # ---------------------------------------------------------------------- attribution
 
 
+NOT_SERVER_NAMES = {"dns-query"}  # names the client asked about, not the resolver's own
+
+
 def flow_names(flow: Flow, server_side: int, facts: FlowFacts,
                capture: CaptureFacts) -> list[tuple[str, str, int]]:
     """Names of the flow's server: from its own handshakes, then from DNS answers."""
-    names = list(facts.names)
+    names = [n for n in facts.names if n[1] not in NOT_SERVER_NAMES]
     for name, frame in capture.dns_names.get(flow.address(server_side), []):
         names.append((name, "dns", frame))
     return names
@@ -151,7 +154,8 @@ def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts,
                     capture: CaptureFacts) -> list[Evidence]:
     """Evidence about this flow alone (everything but inheritance)."""
     found = list(facts.evidence)
-    for name, source, frame in flow_names(flow, server_side, facts, capture):
+    queried = [n for n in facts.names if n[1] in NOT_SERVER_NAMES]
+    for name, source, frame in flow_names(flow, server_side, facts, capture) + queried:
         _name_evidence(found, name, source, frame)
     for side in (server_side, 1 - server_side):
         entry = range_service(flow.address(side))

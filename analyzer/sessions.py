@@ -94,7 +94,7 @@ class SessionRecorder:
             elif message.msg_type == HS_SERVER_HELLO:
                 self._server_hello(fi, d, frame, ts, message.body, protocol)
             elif message.msg_type == HS_CERTIFICATE:
-                self._certificates(fi, frame, message.body, protocol)
+                self._certificates(fi, d, frame, message.body, protocol)
         except DecodeError as exc:
             self._facts(fi).damage.append(f"frame {frame}: {protocol} handshake: {exc}")
 
@@ -123,10 +123,16 @@ class SessionRecorder:
         if request is not None:
             self._rtt(fi, f"{protocol}-hello", request, ts, frame, d)
 
-    def _certificates(self, fi: int, frame: int, body: bytes, protocol: str) -> None:
+    def _certificates(self, fi: int, d: int, frame: int, body: bytes, protocol: str) -> None:
         hs = self._handshake(fi, protocol)
+        hello = self._hello_time.get((fi, protocol))
+        from_client = hello is not None and hello[2] == d
         for der in tls.parse_certificate_message(body, tls13=hs.version == TLS13)[:1]:
             info = tls.certificate_summary(der)
+            if from_client:  # DTLS clients present certificates too (WebRTC): not a server name
+                hs.client_certificate_subjects.append(info.subject)
+                hs.client_certificate_fingerprints.append(info.sha256_fingerprint)
+                continue
             hs.certificate_subjects.append(info.subject)
             hs.certificate_fingerprints.append(info.sha256_fingerprint)
             for name in (info.subject_cn, *info.san_dns):

@@ -62,6 +62,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "server_name_source": "where server_name came from (tls-sni, dns, ...)",
         "tls_version": "negotiated TLS/DTLS/QUIC version, if a handshake was seen",
         "rtt_min_ms": "smallest handshake round trip seen on the flow, ms",
+        "rtt_evidence": "which exchange gave rtt_min_ms: kind and request/response frames",
         **{
             "encryption": "cleartext, weak, encrypted or unknown",
             "encryption_detail": "protocol and parameters (version, cipher suite, SRTP profile)",
@@ -110,10 +111,13 @@ COLUMNS: dict[str, dict[str, str]] = {
         "capture": "capture file name",
         "ip": "server address",
         "names": "names of the server with where each came from: name (source); ...",
+        "roles": "control, key-exchange, media-relay, stun, peer, dns or other, '+'-joined",
         "services": "services attributed to flows to this server, '+'-joined",
         "ports": "server ports used, '+'-joined",
         "flows": "number of flows",
         "bytes": "frame bytes exchanged in both directions",
+        "rtt_min_ms": "smallest round trip to this server seen in the capture, ms",
+        "rtt_evidence": "the flow and frames that gave it",
         "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
     },
     "coverage": COVERAGE_COLUMNS,
@@ -264,7 +268,15 @@ def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
         "server_name": name, "server_name_source": name_source,
         "tls_version": _tls_version(facts),
         "rtt_min_ms": min((r.rtt_ms for r in facts.rtt), default=math.nan),
+        "rtt_evidence": _rtt_evidence(facts),
     }
+
+
+def _rtt_evidence(facts: FlowFacts) -> str:
+    if not facts.rtt:
+        return ""
+    best = min(facts.rtt, key=lambda r: r.rtt_ms)
+    return f"{best.kind} frames {best.request_frame}->{best.response_frame}"
 
 
 def _server_name(flow: Flow, server_side: int, facts: FlowFacts,
@@ -355,17 +367,47 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
 # ---------------------------------------------------------------------- servers
 
 
+ROLE_ORDER = ("control", "key-exchange", "media-relay", "stun", "peer", "dns", "other")
+
+
+def flow_roles(flow: pd.Series) -> set[str]:
+    """Roles the server side of one flow plays (from the flows table alone)."""
+    protocols = set(str(flow["protocols"]).split("+"))
+    media = bool(protocols & {"rtp", "srtp", "rtcp", "srtcp", "zoom"})
+    roles = set()
+    if "dns" in protocols:
+        roles.add("dns")
+    if protocols & {"tls", "quic", "sip", "whatsapp"} and flow["service"] != "other":
+        roles.add("control")
+    if flow["p2p"]:
+        roles.add("peer")
+    elif flow["key_exchange"] == "dtls-srtp":
+        roles.add("key-exchange")
+    if not flow["p2p"] and (media or "turn" in protocols):
+        roles.add("media-relay")
+    if "stun" in protocols and not roles:
+        roles.add("stun")
+    return roles or {"other"}
+
+
 def _servers(capture_name: str, flows: pd.DataFrame,
              names: dict[str, set[tuple[str, str]]]) -> pd.DataFrame:
-    servers = flows[~flows["p2p"].astype(bool)] if len(flows) else flows
     rows = []
-    for ip, group in servers.groupby("server_ip", sort=True):
+    roles = flows.apply(flow_roles, axis=1) if len(flows) else pd.Series(dtype=object)
+    for ip, group in flows.groupby("server_ip", sort=True):
+        server_roles = set().union(*roles[group.index])
+        rtt = group["rtt_min_ms"].astype(float)
+        best = rtt.idxmin() if rtt.notna().any() else None
         rows.append({
             "capture": capture_name, "ip": ip,
             "names": "; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ()))),
+            "roles": "+".join(r for r in ROLE_ORDER if r in server_roles),
             "services": "+".join(sorted(set(group["service"]))),
             "ports": "+".join(str(p) for p in sorted(set(group["server_port"]))),
             "flows": len(group), "bytes": int((group["bytes_c2s"] + group["bytes_s2c"]).sum()),
+            "rtt_min_ms": float(rtt.min()) if best is not None else math.nan,
+            "rtt_evidence": (f"flow {group.loc[best, 'flow_id']}: {group.loc[best, 'rtt_evidence']}"
+                             if best is not None else ""),
             "first_seen": group["first_seen"].min(), "last_seen": group["last_seen"].max(),
         })
     return _frame(rows, "servers")

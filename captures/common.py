@@ -52,7 +52,7 @@ class Dns:
         using Zoom (the reference classifier labels such flows DNS.Zoom too)."""
         port = self.cap.rng.randrange(32768, 61000)
         spec = FlowSpec("udp", Endpoint(self.client_ip, port), Endpoint(self.resolver_ip, 53),
-                        service, server_name=name)
+                        service)  # the resolver has no name of its own here
         flow = UdpFlow(self.cap, self.link, spec)
         txid = self.cap.rng.getrandbits(16)
         flow.send(time_us, True, dns_query(txid, name, qtype), {"dns"})

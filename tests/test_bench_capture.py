@@ -342,3 +342,19 @@ def test_tshark_rtp_heuristic_agrees_on_plain_rtp(capture: tuple[Path, dict],
             if classify(f) == "rtp-audio"}
     theirs = {int(n): int(s) for n, s in (row.split("\t") for row in rows)}
     assert theirs == ours
+
+
+def test_runner_writes_its_section(capture: tuple[Path, dict], tmp_path: Path) -> None:
+    """bench.run times a tool and rewrites only its own section of the report."""
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nkept by hand\n")
+    for _ in range(2):
+        subprocess.run([sys.executable, "-m", "bench.run", str(capture[0]), "--runs", "2",
+                        "--tools", "cat", "--out", str(out)], cwd=ROOT, check=True,
+                       capture_output=True, timeout=60)
+    text = out.read_text()
+    assert text.count("<!-- timing:begin -->") == 1 and "kept by hand" in text
+    row = next(line for line in text.splitlines() if line.startswith("| cat |"))
+    wall, _, cpu, rss = (cell.strip() for cell in row.split("|")[2:6])
+    assert 0 < float(wall) < 10 and float(cpu) >= 0 and int(rss.replace(",", "")) > 0
+    assert f"{PACKETS:,} packets" in text and "cat " + str(capture[0]) in text

@@ -72,11 +72,14 @@ SETUPS = (  # (clock rate from SDP, rtpmap overrides), payload type mixes
 )
 
 
-def random_stream(rng: random.Random, stream: int, count: int, setup_index: int) -> list[Packet]:
+def random_stream(
+    rng: random.Random, stream: int, count: int, setup_index: int, start_seq: int | None = None
+) -> list[Packet]:
     """One stream: jitter, loss, duplicates, reordering, sequence and timestamp jumps (also far
     enough to leave the duplicate window), arrivals going back, CN, markers, rate changes."""
     kinds = SETUPS[setup_index][1]
     seq = rng.choice([rng.randrange(65536), 65535 - rng.randrange(40), 0])
+    seq = seq if start_seq is None else start_seq
     ts = rng.choice([rng.randrange(2**32), 2**32 - rng.randrange(1, 9000)])
     arrival, packets = 1.7e9 + rng.random(), []
     for _ in range(count):
@@ -293,10 +296,11 @@ def test_c_loop_numpy_and_reference_agree(
         assert (got.first_frame, got.last_frame) == (frames[0], frames[-1])
 
 
+@pytest.mark.parametrize("start_seq", [0, 40_000])
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
-def test_long_stream_with_wraps_in_many_batches(native: bool) -> None:
+def test_long_stream_with_wraps_in_many_batches(native: bool, start_seq: int) -> None:
     rng = random.Random(11)
-    packets = random_stream(rng, 0, 150_000, 1)
+    packets = random_stream(rng, 0, 150_000, 1, start_seq)
     setups = [SETUPS[1][0]]
     cuts = tuple(range(9_973, len(packets), 9_973))
     (got,) = run_set(native, setups, packets, cuts)
@@ -306,12 +310,57 @@ def test_long_stream_with_wraps_in_many_batches(native: bool) -> None:
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
 def test_duplicates_are_looked_for_within_the_window_only(native: bool) -> None:
-    # Extended numbers 0 1 2 30002 60002 90002, then back to 60002 and 30002 (repeats within
-    # 65536 of the highest: duplicates) and 2 (a repeat from further back: out of order).
-    seqs = [0, 1, 2, 30002, 60002, 90002 % 65536, 60002, 30002, 2]
+    # Extended numbers 0 1 2 30000 60000 65537 (seq 1), then back to 60000, 30000 and 2 (repeats
+    # at most 65535 below the highest: duplicates) and 1 (65536 below: out of order).
+    seqs = [0, 1, 2, 30000, 60000, 1, 60000, 30000, 2, 1]
     packets = [Packet(0, 100 + 0.02 * i, s, 160 * i, 0, False, 172) for i, s in enumerate(seqs)]
     (got,) = run_set(native, [StreamSetup(None, {})], packets, (4,))
-    assert got is not None and (got.duplicates, got.out_of_order) == (2, 1)
+    assert got is not None and (got.duplicates, got.out_of_order) == (3, 1)
+
+
+def steady(seqs: list[int], timestamps: list[int] | None = None) -> list[Packet]:
+    """20 ms PCMU packets with the given sequence numbers (and timestamps)."""
+    stamps = timestamps or [160 * i for i in range(len(seqs))]
+    return [Packet(0, 100 + 0.02 * i, s % 65536, t % 2**32, 0, False, 172)
+            for i, (s, t) in enumerate(zip(seqs, stamps, strict=True))]
+
+
+def run_three_ways(native: bool, packets: list[Packet], cuts: tuple[int, ...]) -> StreamStatistics:
+    """The chosen path, checked against the per-packet reference."""
+    setup = StreamSetup(None, {})
+    (got,) = run_set(native, [setup], packets, cuts)
+    assert got is not None
+    assert_same(got, reference(packets, rate_table(setup)))
+    return got
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_forward_jumps_forget_the_numbers_they_skip(native: bool) -> None:
+    # 70000 numbers (the window holds the previous lap), then jumps of k; the k - 1 skipped numbers
+    # arrive late (out of order, although their twins 65536 below were seen), then one repeat.
+    jumps, seqs = (2, 3, 63, 64, 65, 129, 1000, 32767), list(range(70_000))
+    for k in jumps:
+        top = seqs[-1] if len(seqs) == 70_000 else max(seqs)
+        seqs += [top + k, *range(top + 1, top + k), top + k - 1]
+    got = run_three_ways(native, steady(seqs), (70_001, 71_000))
+    assert (got.duplicates, got.out_of_order) == (len(jumps), sum(k - 1 for k in jumps))
+
+
+@pytest.mark.parametrize("start_seq", [0, 65_530])
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_wraps_without_loss(native: bool, start_seq: int) -> None:
+    got = run_three_ways(native, steady(list(range(start_seq, start_seq + 140_000))), (65_536,))
+    assert (got.expected, got.lost, got.sequence_errors, got.problem) == (140_000, 0, 0, False)
+
+
+@pytest.mark.parametrize(("first_ts", "in_time"), [(2**31 + 100, True), (100, False)])
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_timestamp_exactly_half_the_space_away(native: bool, first_ts: int, in_time: bool) -> None:
+    # tshark's off-by-one: 2**31 ahead counts as in time only when the timestamp is numerically
+    # below the first one.
+    stamps = [first_ts, first_ts + 160, first_ts + 2**31, first_ts + 480]
+    got = run_three_ways(native, steady([1, 2, 3, 4], stamps), ())
+    assert got.problem is not in_time
 
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
