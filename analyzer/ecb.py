@@ -71,6 +71,7 @@ import numpy as np
 BLOCK = 16
 ALIGNMENTS = 16
 MIN_DISTINCT_BYTES = 12  # P(random block below) = 2.2e-5
+MAX_PRINTABLE_BYTES = 13  # P(random block above) = 4.8e-5
 ECB_MIN_VALUES = 3
 ECB_MIN_PAIRS = 3
 HIGH_MIN_PAIRS = 5
@@ -80,6 +81,10 @@ NEGATIVE_MIN_PACKETS = 20
 NEGATIVE_MIN_BLOCKS = 100
 NEGATIVE_HIGH_BLOCKS = 1000
 MAX_EXAMPLES = 5
+SAMPLE_BITS = 2  # content-defined sample of 1 window in 4 for the block-grid check
+MAX_OFF_GRID_SHARE = 0.5
+MAX_TOP16_SHARE = 0.5  # uniform bytes: 1/16; G.711 in the corpus: 0.77-0.89
+MIN_SKEW_BLOCKS = 32  # distinct blocks needed before the byte-skew check applies
 _HASH_SEED = 0x5EED_ECB
 _FINGERPRINT_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
@@ -104,6 +109,8 @@ class EcbResult:
     duplicate_packets_discounted: int
     low_entropy_blocks_discounted: int  # distinct repeated values with < 12 distinct bytes
     fixed_offset_blocks_discounted: int  # distinct values repeated only at one offset
+    off_grid_repeat_share: float  # sampled repeated windows seen at two offsets mod 16
+    top16_byte_share: float  # bytes of distinct blocks taken by the 16 commonest values
     packets_over_budget: int
     reason: str
 
@@ -250,6 +257,31 @@ class EcbDetector:
 
 
 @dataclass(frozen=True, slots=True)
+class _Blocks:
+    """16-byte windows of the payloads: bytes, owning packet, offset in that payload."""
+
+    rows: np.ndarray  # (M, 16) uint8
+    owner: np.ndarray  # int64 packet index
+    offset: np.ndarray  # int64
+
+    @staticmethod
+    def cut(packets: _Packets, alignment: int) -> _Blocks:
+        counts = np.maximum(packets.stored - alignment, 0) // BLOCK
+        owner = np.repeat(np.arange(counts.size), counts)
+        offset = alignment + BLOCK * _ragged_arange(counts)
+        rows = packets.data[(packets.start[owner] + offset)[:, None] + np.arange(BLOCK)]
+        return _Blocks(rows.reshape(-1, BLOCK), owner, offset)
+
+    def take(self, mask: np.ndarray) -> _Blocks:
+        return _Blocks(self.rows[mask], self.owner[mask], self.offset[mask])
+
+    @staticmethod
+    def concat(parts: list[_Blocks]) -> _Blocks:
+        return _Blocks(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("rows", "owner", "offset")))
+
+
+@dataclass(frozen=True, slots=True)
 class _Scan:
     """Repeats found at one alignment."""
 
@@ -274,9 +306,15 @@ def _evaluate(packets: _Packets | None, over_budget: int, weights: np.ndarray) -
     digest = _payload_digest(packets, weights)
     keep = _first_of_each(packets, digest)
     kept, kept_digest = packets.select(keep), digest[keep]
-    scans = [_scan(kept, kept_digest, a) for a in range(ALIGNMENTS)]
+    scans, samples = [], []
+    for alignment in range(ALIGNMENTS):
+        blocks = _Blocks.cut(kept, alignment)
+        scans.append(_scan(blocks, alignment, kept_digest, kept.frame))
+        samples.append(blocks.take(_content_sample(blocks.rows)))
     best = max(scans, key=_Scan.rank)
-    return _result(best, kept, packets.start.size - keep.size, over_budget)
+    texture = _Texture(_off_grid_share(_Blocks.concat(samples)),
+                       *_top16_share(_Blocks.cut(kept, best.alignment).rows))
+    return _result(best, texture, kept, packets.start.size - keep.size, over_budget)
 
 
 def _payload_digest(packets: _Packets, weights: np.ndarray) -> np.ndarray:
@@ -300,69 +338,98 @@ def _first_of_each(packets: _Packets, digest: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def _scan(packets: _Packets, digest: np.ndarray, alignment: int) -> _Scan:
-    counts = np.maximum(packets.stored - alignment, 0) // BLOCK
-    owner = np.repeat(np.arange(counts.size), counts)
-    offset = alignment + BLOCK * _ragged_arange(counts)
-    rows = packets.data[(packets.start[owner] + offset)[:, None] + np.arange(BLOCK)]
-    groups = _repeat_groups(rows)
+def _fingerprint(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The block as two 64-bit words, and a 64-bit fingerprint mixing both."""
+    words = np.ascontiguousarray(rows).view(np.uint64).reshape(-1, 2)
+    return words, (words[:, 0] * _FINGERPRINT_MULTIPLIER) ^ words[:, 1]
+
+
+def _content_sample(rows: np.ndarray) -> np.ndarray:
+    """About one window in SAMPLE_RATE, chosen by content, so that a repeated byte string keeps
+    the same windows wherever it sits (the idea of rsync/winnowing)."""
+    _, fingerprint = _fingerprint(rows)
+    return (fingerprint >> np.uint64(64 - SAMPLE_BITS)) == 0
+
+
+def _scan(blocks: _Blocks, alignment: int, digest: np.ndarray, frame: np.ndarray) -> _Scan:
+    groups = _repeat_groups(blocks.rows)
     if groups.size == 0:
-        return _Scan(alignment, int(owner.size), 0, 0, 0, 0, 0, 0, 0, ())
-    return _classify(alignment, rows, groups, owner, offset, digest, packets.frame)
+        return _Scan(alignment, int(blocks.owner.size), 0, 0, 0, 0, 0, 0, 0, ())
+    return _classify(alignment, blocks, groups, digest, frame)
 
 
 def _repeat_groups(rows: np.ndarray) -> np.ndarray:
-    """[row, group] of every block whose value occurs twice or more (see `_exact_runs`).
+    """[row, group] of every block whose value occurs twice or more, grouped by value, rows in
+    order within a group; group labels 0..G-1.
 
     A 64-bit fingerprint sorts all rows once; only rows sharing a fingerprint are then compared
     on their full 16 bytes."""
-    words = np.ascontiguousarray(rows).view(np.uint64)
-    fingerprint = (words[:, 0] * _FINGERPRINT_MULTIPLIER) ^ words[:, 1]
+    words, fingerprint = _fingerprint(rows)
     order = np.argsort(fingerprint)
     same = fingerprint[order][1:] == fingerprint[order][:-1]
     candidate = np.zeros(order.size, bool)
     candidate[1:] |= same
     candidate[:-1] |= same
     cand = order[candidate]
-    exact = cand[np.lexsort((cand, words[cand, 1], words[cand, 0]))]
-    return _exact_runs(exact, words)
+    return _exact_runs(cand[np.lexsort((cand, words[cand, 1], words[cand, 0]))], words)
 
 
 def _exact_runs(rows_sorted: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """(k, 2) array of [row, group] for rows whose exact 16-byte value occurs twice or more."""
     if rows_sorted.size < 2:
         return np.zeros((0, 2), np.int64)
     w = words[rows_sorted]
     new = np.ones(rows_sorted.size, bool)
     new[1:] = (w[1:] != w[:-1]).any(axis=1)
     label = np.cumsum(new) - 1
-    size = np.bincount(label)
-    keep = size[label] >= 2
+    keep = np.bincount(label)[label] >= 2
     _, dense = np.unique(label[keep], return_inverse=True)
     return np.stack([rows_sorted[keep], dense.astype(np.int64)], axis=1)
 
 
-def _classify(alignment: int, rows: np.ndarray, groups: np.ndarray, owner: np.ndarray,
-              offset: np.ndarray, digest: np.ndarray, frame: np.ndarray) -> _Scan:
+def _group_starts(label: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
+
+
+def _classify(alignment: int, blocks: _Blocks, groups: np.ndarray, digest: np.ndarray,
+              frame: np.ndarray) -> _Scan:
     member, label = groups[:, 0], groups[:, 1]
-    starts = np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
-    pkt, off = owner[member], offset[member]
-    roaming = np.minimum.reduceat(off, starts) != np.maximum.reduceat(off, starts)
-    whole = np.minimum.reduceat(digest[pkt], starts) == np.maximum.reduceat(digest[pkt], starts)
-    high = _distinct_bytes(rows[member[starts]]) >= MIN_DISTINCT_BYTES
+    starts = _group_starts(label)
+    pkt, off = blocks.owner[member], blocks.offset[member]
+    roaming = _varies(off, starts)
+    whole = ~_varies(digest[pkt], starts)
+    high = _ciphertext_like(blocks.rows[member[starts]])
     counted = high & (roaming | whole)
     pair_a, pair_b = _consecutive_pairs(pkt, label, counted)
     extra = np.diff(np.r_[starts, member.size]) - 1
-    return _Scan(alignment, int(owner.size), int(counted.sum()), int((counted & roaming).sum()),
+    return _Scan(alignment, int(blocks.owner.size), int(counted.sum()),
+                 int((counted & roaming).sum()),
                  int(np.unique(np.stack([pair_a, pair_b], axis=1), axis=0).shape[0]),
                  int(extra[counted].sum()), int(extra[counted & roaming].sum()),
                  int((~high).sum()), int((high & ~counted).sum()),
                  _examples(pair_a, pair_b, frame))
 
 
-def _distinct_bytes(rows: np.ndarray) -> np.ndarray:
+def _varies(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per group: do its members' values differ?"""
+    return np.minimum.reduceat(values, starts) != np.maximum.reduceat(values, starts)
+
+
+def _ciphertext_like(rows: np.ndarray) -> np.ndarray:
+    """At least 12 distinct byte values and at most 13 printable ASCII bytes out of 16."""
     ordered = np.sort(rows, axis=1)
-    return 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(axis=1)
+    distinct = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(axis=1)
+    printable = ((rows >= 0x20) & (rows <= 0x7E)).sum(axis=1)
+    return (distinct >= MIN_DISTINCT_BYTES) & (printable <= MAX_PRINTABLE_BYTES)
+
+
+def _top16_share(rows: np.ndarray) -> tuple[float, int]:
+    """Share of the bytes of the distinct blocks taken by the 16 commonest byte values (1/16
+    for ciphertext, plus sampling noise), and the number of distinct blocks."""
+    _, fingerprint = _fingerprint(rows)
+    _, first = np.unique(fingerprint, return_index=True)
+    counts = np.sort(np.bincount(rows[first].ravel(), minlength=256))
+    total = int(counts.sum())
+    return (float(counts[-16:].sum()) / total if total else 0.0), int(first.size)
 
 
 def _consecutive_pairs(pkt: np.ndarray, label: np.ndarray, counted: np.ndarray
@@ -374,19 +441,51 @@ def _consecutive_pairs(pkt: np.ndarray, label: np.ndarray, counted: np.ndarray
 
 def _examples(pair_a: np.ndarray, pair_b: np.ndarray, frame: np.ndarray
               ) -> tuple[tuple[int, int], ...]:
-    """Up to MAX_EXAMPLES distinct frame pairs, pairs of two packets first, by frame."""
+    """Up to MAX_EXAMPLES distinct frame pairs, pairs of two frames first, by frame."""
     pairs = np.unique(np.sort(np.stack([frame[pair_a], frame[pair_b]], axis=1), axis=1), axis=0)
     order = np.lexsort((pairs[:, 1], pairs[:, 0], pairs[:, 0] == pairs[:, 1]))
     return tuple((int(a), int(b)) for a, b in pairs[order][:MAX_EXAMPLES])
 
 
+def _off_grid_share(sample: _Blocks) -> float:
+    """Of the sampled high-entropy windows that repeat, the share seen at two different offsets
+    modulo 16: 0 for block-cipher repeats (and for none), about 15/16 for repeated cleartext."""
+    groups = _repeat_groups(sample.rows)
+    if groups.size == 0:
+        return 0.0
+    member, label = groups[:, 0], groups[:, 1]
+    starts = _group_starts(label)
+    high = _ciphertext_like(sample.rows[member[starts]])
+    mixed = _varies(sample.offset[member] % BLOCK, starts)[high]
+    return float(mixed.mean()) if mixed.size else 0.0
+
+
 # ---------------------------------------------------------------------- verdict
 
 
-def _result(scan: _Scan, kept: _Packets, duplicates: int, over_budget: int) -> EcbResult:
+@dataclass(frozen=True, slots=True)
+class _Texture:
+    """Does the payload look like block-cipher output at all?"""
+
+    off_grid_share: float  # repeated strings off the 16-byte grid (0 for a block cipher)
+    top16_share: float  # byte skew of the distinct blocks (1/16 for ciphertext)
+    distinct_blocks: int
+
+    def objection(self) -> str:
+        if self.off_grid_share > MAX_OFF_GRID_SHARE:
+            return (f"{self.off_grid_share:.0%} of repeated byte strings recur off the 16-byte "
+                    "grid: repetitive cleartext (or inconsistent header stripping)")
+        if self.distinct_blocks >= MIN_SKEW_BLOCKS and self.top16_share > MAX_TOP16_SHARE:
+            return (f"16 byte values make {self.top16_share:.0%} of the payload bytes (1/16 in "
+                    "ciphertext): cleartext, not ciphertext")
+        return ""
+
+
+def _result(scan: _Scan, texture: _Texture, kept: _Packets, duplicates: int, over_budget: int
+            ) -> EcbResult:
     nonempty = kept.length[kept.length > 0]
     share = float((nonempty % BLOCK == 0).mean()) if nonempty.size else 0.0
-    verdict, confidence, reason = _verdict(scan, int(kept.start.size), share)
+    verdict, confidence, reason = _verdict(scan, texture, int(kept.start.size), share)
     n = float(scan.blocks)
     return EcbResult(
         packets_examined=int(kept.start.size), blocks_examined=scan.blocks,
@@ -395,13 +494,18 @@ def _result(scan: _Scan, kept: _Packets, duplicates: int, over_budget: int) -> E
         best_alignment=scan.alignment, length_multiple_of_16_share=share, verdict=verdict,
         confidence=confidence, examples=scan.examples, duplicate_packets_discounted=duplicates,
         low_entropy_blocks_discounted=scan.low_entropy,
-        fixed_offset_blocks_discounted=scan.fixed_offset, packets_over_budget=over_budget,
-        reason=reason)
+        fixed_offset_blocks_discounted=scan.fixed_offset,
+        off_grid_repeat_share=texture.off_grid_share, top16_byte_share=texture.top16_share,
+        packets_over_budget=over_budget, reason=reason)
 
 
-def _verdict(scan: _Scan, packets: int, share: float) -> tuple[Verdict, Confidence, str]:
+def _verdict(scan: _Scan, texture: _Texture, packets: int, share: float
+             ) -> tuple[Verdict, Confidence, str]:
     found = (f"{scan.values} repeated ciphertext block value(s) over {scan.pairs} packet "
              f"pair(s) at alignment {scan.alignment}")
+    objection = texture.objection() if scan.values else ""
+    if objection:
+        return "insufficient-data", "low", f"{found}, but {objection}"
     if scan.values >= ECB_MIN_VALUES and scan.pairs >= ECB_MIN_PAIRS:
         clue = scan.roaming > 0 or share >= BLOCK_ALIGNED_SHARE
         high = clue and scan.pairs >= HIGH_MIN_PAIRS
@@ -423,5 +527,5 @@ def _negative(blocks: int, packets: int, share: float) -> tuple[Verdict, Confide
 
 
 def _empty_result(over_budget: int) -> EcbResult:
-    return EcbResult(0, 0, 0, 0.0, 0.0, 0, 0.0, "insufficient-data", "low", (), 0, 0, 0,
-                     over_budget, "no packets")
+    return EcbResult(0, 0, 0, 0.0, 0.0, 0, 0.0, "insufficient-data", "low", (), 0, 0, 0, 0.0,
+                     0.0, over_budget, "no packets")

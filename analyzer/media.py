@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from analyzer.capture.batch import PacketBatch
 from analyzer.decode import rtcp, zoom
@@ -41,10 +42,20 @@ NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 53
 
 
 def head_matrix(g: Gather, offset: np.ndarray, length: np.ndarray, columns: int) -> np.ndarray:
-    """The first `columns` bytes at each offset as an (N, columns) matrix, zero past `length`."""
-    head = np.zeros((offset.size, columns), dtype=np.uint8)
-    for k in range(columns):
-        head[:, k] = np.where(length > k, g.u8(offset + k), 0)
+    """The first `columns` bytes at each offset as an (N, columns) matrix, zero past `length`.
+
+    One strided row gather (a sliding-window view of the buffer) instead of a gather per column.
+    """
+    buffer = g.buffer
+    if buffer.size < columns:
+        buffer = np.concatenate([buffer, np.zeros(columns, dtype=np.uint8)])
+    windows = sliding_window_view(buffer, columns)
+    head = windows[np.minimum(offset, windows.shape[0] - 1)]
+    short = np.flatnonzero((length < columns) | (offset > windows.shape[0] - 1))
+    if short.size:
+        keep = np.arange(columns)[None, :] < np.minimum(length[short], columns)[:, None]
+        keep &= offset[short][:, None] + np.arange(columns)[None, :] < g.buffer.size
+        head[short] = np.where(keep, head[short], 0)
     return head
 
 

@@ -21,6 +21,7 @@ from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
 from analyzer.packets import decode_batch
 from analyzer.tables import build_tables
+from analyzer.timeline import Timeline
 
 Progress = Callable[[int], None]
 
@@ -91,17 +92,20 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
     fragments = 0
+    timeline = Timeline()
     for batch in reader.batches():
         cols = decode_batch(batch)
         fragments += int(np.count_nonzero(cols.fragment))
         assign = flows.update(cols)
         inspector.process(batch, cols, assign)
         media.process(batch, cols, assign)
+        timeline.add(cols, assign)
         if progress is not None:
             progress(int(batch.caplen.sum()) + 16 * len(batch))
     media.finish()
     name = Path(path).name
     tables = build_tables(name, flows, inspector, media, capture)
+    tables["timeline"] = timeline.table(name)
     result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
     result.counts["ip_fragments"] = fragments  # counted, not reassembled

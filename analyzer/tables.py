@@ -121,6 +121,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
     },
     "coverage": COVERAGE_COLUMNS,
+    "timeline": {
+        "capture": "capture file name", "flow_id": "flow (see flows)",
+        "second": "start of the one-second bin (UTC)", "packets": "packets in the bin",
+        "bytes": "frame bytes in the bin",
+    },
     "findings": {
         "capture": "capture file name", "severity": "high, medium, low or info",
         "kind": "machine-readable kind (sdes-keys-in-cleartext, ecb-mode, ...)",

@@ -363,6 +363,20 @@ def test_timestamp_exactly_half_the_space_away(native: bool, first_ts: int, in_t
     assert got.problem is not in_time
 
 
+@pytest.mark.parametrize(
+    ("seqs", "late_ts"),
+    [
+        ([65534, 65535, 0, 1], 2),  # 65535 -> 0 is a wrap only for a packet in time
+        ([0xFF10, 0xFF11, 0x11, 0x12], None),  # 0xFF00 back: not yet a wrap for tshark
+        ([0xFF10, 0xFF11, 0x10, 0x11], None),  # 0xFF01 back: a wrap
+    ],
+)
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
+def test_sequence_boundaries(native: bool, seqs: list[int], late_ts: int | None) -> None:
+    stamps = [160 * i + (2**31 + 7 if i == late_ts else 0) for i in range(len(seqs))]
+    run_three_ways(native, steady(seqs, stamps), ())
+
+
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
 def test_stream_set_errors(native: bool) -> None:
     streams = StreamSet(native=native)

@@ -2,7 +2,9 @@
 
 A walker scans one chunk of the file and returns the records that lie wholly inside it, the
 offset where it stopped, and, if it stopped on a bad record, why. The reader carries the
-unfinished tail over to the next chunk. This is the only per-record loop of the fast path.
+unfinished tail over to the next chunk. This is the only per-record loop of the fast path; with
+the C extension built it runs in C (analyzer.speedups: pcap records, pcapng packet blocks), and the
+Python loops here are the reference and the fallback.
 
 Formats: draft-ietf-opsawg-pcap (classic pcap) and draft-ietf-opsawg-pcapng (pcapng).
 """
@@ -10,9 +12,14 @@ Formats: draft-ietf-opsawg-pcap (classic pcap) and draft-ietf-opsawg-pcapng (pca
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
+from analyzer import speedups
 from analyzer.errors import CaptureFormatError
 
 PCAP_MAGIC = {  # magic as stored -> (byte order, nanoseconds per fraction tick)
@@ -60,9 +67,28 @@ class RecordColumns:
     linktype: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordArrays:
+    """Packet records as int64 arrays (what the C walkers of analyzer.speedups return)."""
+
+    data_offset: npt.NDArray[np.int64]
+    caplen: npt.NDArray[np.int64]
+    wirelen: npt.NDArray[np.int64]
+    ts_ns: npt.NDArray[np.int64]
+    linktype: npt.NDArray[np.int64]
+
+    @staticmethod
+    def join(parts: list[RecordColumns | RecordArrays]) -> RecordArrays:
+        names = ("data_offset", "caplen", "wirelen", "ts_ns", "linktype")
+        return RecordArrays(*(
+            np.concatenate([np.asarray(getattr(p, n), dtype=np.int64) for p in parts])
+            for n in names
+        ))
+
+
 @dataclass(slots=True)
 class WalkResult:
-    records: RecordColumns
+    records: RecordColumns | RecordArrays
     stop: int  # offset of the first byte not consumed
     error: str = ""  # non-empty when the walk stopped on a bad record
 
@@ -125,6 +151,8 @@ class PcapWalker:
         return 24
 
     def walk(self, buf: bytes, start: int) -> WalkResult:
+        if speedups.enabled():
+            return self._walk_native(buf, start)
         cols = RecordColumns()
         unpack, size, pos = self._record.unpack_from, len(buf), start
         offsets, caplens, wirelens, stamps = cols.data_offset, cols.caplen, cols.wirelen, cols.ts_ns
@@ -132,7 +160,7 @@ class PcapWalker:
         while pos + 16 <= size:
             sec, frac, caplen, wirelen = unpack(buf, pos)
             if caplen > MAX_PACKET:
-                error = f"record claims {caplen} captured bytes (limit {MAX_PACKET})"
+                error = _too_large(caplen)
                 break
             if pos + 16 + caplen > size:
                 break
@@ -143,6 +171,18 @@ class PcapWalker:
             pos += 16 + caplen
         cols.linktype = [self.linktype] * len(offsets)
         return WalkResult(cols, pos, error)
+
+    def _walk_native(self, buf: bytes, start: int) -> WalkResult:
+        big_endian, tick = self.endian == ">", self.ns_per_tick
+        columns, stop, too_large = speedups.walk_pcap(buf, start, big_endian, tick, MAX_PACKET)
+        offsets, caplens, wirelens, stamps = columns
+        linktypes = np.full(offsets.size, self.linktype, dtype=np.int64)
+        error = _too_large(self._record.unpack_from(buf, stop)[2]) if too_large else ""
+        return WalkResult(RecordArrays(offsets, caplens, wirelens, stamps, linktypes), stop, error)
+
+
+def _too_large(caplen: int) -> str:
+    return f"record claims {caplen} captured bytes (limit {MAX_PACKET})"
 
 
 @dataclass(slots=True)
@@ -182,8 +222,31 @@ class PcapngWalker:
         return ",".join(sorted(resolution_name(*r) for r in self.resolutions or {(10, 6)}))
 
     def walk(self, buf: bytes, start: int) -> WalkResult:
-        cols, pos, size = RecordColumns(), start, len(buf)
-        while pos + 12 <= size:
+        if speedups.enabled():
+            return self._walk_native(buf, start)
+        return self._walk_blocks(buf, start)
+
+    def _walk_native(self, buf: bytes, start: int) -> WalkResult:
+        """C walks the packet blocks; Python handles each other block, and any damage."""
+        parts: list[RecordColumns | RecordArrays] = []
+        pos = start
+        while True:
+            columns, pos = speedups.walk_pcapng(
+                buf, pos, self.endian == ">", self._interface_table(), MAX_PACKET, MAX_BLOCK
+            )
+            step = self._walk_blocks(buf, pos, max_blocks=1)
+            parts += [RecordArrays(*columns), step.records]
+            if step.error or step.stop == pos:
+                return WalkResult(RecordArrays.join(parts), step.stop, step.error)
+            pos = step.stop
+
+    def _interface_table(self) -> npt.NDArray[np.int64]:
+        rows = [(i.linktype, i.snaplen, *i.resolution, i.offset_ns) for i in self.interfaces]
+        return speedups.interface_table(rows)
+
+    def _walk_blocks(self, buf: bytes, start: int, max_blocks: int = sys.maxsize) -> WalkResult:
+        cols, pos, size, blocks = RecordColumns(), start, len(buf), 0
+        while pos + 12 <= size and blocks < max_blocks:
             block_type, block_len = self._block_header(buf, pos)
             if block_len < 0:
                 return WalkResult(cols, pos, "bad pcapng byte-order magic")
@@ -196,7 +259,7 @@ class PcapngWalker:
             )
             if error:
                 return WalkResult(cols, pos, error)
-            pos += block_len
+            pos, blocks = pos + block_len, blocks + 1
         return WalkResult(cols, pos)
 
     def _block_header(self, buf: bytes, pos: int) -> tuple[int, int]:

@@ -117,7 +117,7 @@ class CaptureReader:
             buf = carry + chunk
             result = walker.walk(buf, start)
             self._note_walker(walker)
-            if result.records.data_offset:
+            if len(result.records.data_offset):
                 yield self._to_batch(buf, result)
             if result.error:
                 self._damage(file_offset + result.stop, result.error)
@@ -149,11 +149,11 @@ class CaptureReader:
         batch = PacketBatch(
             buffer=np.frombuffer(buf, dtype=np.uint8),
             frame=np.arange(first, first + count, dtype=np.int64),
-            ts_ns=np.array(rec.ts_ns, dtype=np.int64),
-            data_offset=np.array(rec.data_offset, dtype=np.int64),
-            caplen=np.array(rec.caplen, dtype=np.int64),
-            wirelen=np.array(rec.wirelen, dtype=np.int64),
-            linktype=np.array(rec.linktype, dtype=np.int32),
+            ts_ns=np.asarray(rec.ts_ns, dtype=np.int64),
+            data_offset=np.asarray(rec.data_offset, dtype=np.int64),
+            caplen=np.asarray(rec.caplen, dtype=np.int64),
+            wirelen=np.asarray(rec.wirelen, dtype=np.int64),
+            linktype=np.asarray(rec.linktype, dtype=np.int32),
         )
         self.info.packets += count
         self.info.bytes_read += int(batch.caplen.sum())

@@ -1,0 +1,456 @@
+"""Time confscope against its peers on one capture and write docs/benchmarks.md.
+
+    python -m bench.run CAPTURE [--runs 5] [--jobs N] [--out docs/benchmarks.md]
+    python -m bench.run [CAPTURE] --memory-check [--big-capture PATH] [--big-size 10G]
+
+Each tool runs once untimed (warm page cache), then the tools take turns, run by run
+(A B C D A B C D ...). Wall time is taken around the child; CPU time (user + sys) and peak RSS
+come from the child's own resource usage (os.wait4). Because confscope may fork workers, the
+summed RSS of the child's process tree is also sampled from /proc every 50 ms.
+
+With --memory-check only the memory check runs: confscope once on a big capture (made on demand,
+deleted afterwards) and, for comparison, once on CAPTURE if given. The timing and the memory
+check each rewrite their own section of the output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+WORK = ROOT / "bench" / "work"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SAMPLE_S = 0.05
+MB = 1e6
+MEMORY_LIMIT = 1 << 30  # the target: peak RSS below 1 GiB
+OUTPUT_PLACEHOLDER = "OUTDIR"
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    argv: Callable[[Path, Path, int], list[str]]  # capture, scratch dir, jobs -> command
+    stdout_to: str = os.devnull
+
+    def command(self, capture: Path, jobs: int) -> list[str]:
+        return self.argv(capture, Path(OUTPUT_PLACEHOLDER), jobs)
+
+
+def confscope_argv(capture: Path, out: Path, jobs: int) -> list[str]:
+    return ["confscope", "analyze", str(capture), "-o", str(out), "--no-report", "--jobs",
+            str(jobs)]
+
+
+TOOLS = (
+    Tool("confscope", confscope_argv),
+    Tool("ndpiReader", lambda c, _o, _j: ["ndpiReader", "-q", "-i", str(c)]),
+    Tool("tshark", lambda c, _o, _j: ["tshark", "-q", "-r", str(c), "--enable-heuristic",
+                                       "rtp_udp", "-z", "rtp,streams"]),
+    Tool("cat", lambda c, _o, _j: ["cat", str(c)]),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    wall_s: float
+    cpu_s: float
+    maxrss: int  # bytes, largest single process (ru_maxrss)
+    tree_rss: int  # bytes, largest sampled sum over the process tree
+    exit_code: int
+
+
+@dataclass
+class Result:
+    tool: Tool
+    available: bool = True
+    note: str = ""
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples)
+
+
+# --- measuring one run ---------------------------------------------------------------------
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants (0 once gone)."""
+    total, pending = 0, [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(SAMPLE_S):
+            self.peak = max(self.peak, tree_rss(self.pid))
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS: Linux carries it over into a spawned child's ru_maxrss, so it is
+    the least value ru_maxrss can show."""
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def measure(argv: Sequence[str], stdout: str, stderr: str) -> Sample:
+    """Run argv to completion; wall clock around it, rusage of the child from wait4."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+    ]
+    start = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], list(argv), dict(os.environ), file_actions=actions)
+    sampler = RssSampler(pid)
+    sampler.start()
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    maxrss = usage.ru_maxrss * 1024  # kilobytes on Linux
+    return Sample(wall, usage.ru_utime + usage.ru_stime, maxrss, max(sampler.peak, maxrss),
+                  os.waitstatus_to_exitcode(status))
+
+
+def run_tool(tool: Tool, capture: Path, jobs: int, log: Path) -> Sample:
+    """One run in a fresh scratch folder; stderr goes to `log`."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{tool.name}-") as scratch:
+        argv = tool.argv(capture, Path(scratch) / "out", jobs)
+        return measure(argv, tool.stdout_to, str(log))
+
+
+# --- the timing session --------------------------------------------------------------------
+
+
+def warm_up(tool: Tool, capture: Path, jobs: int, logs: Path) -> Result:
+    """Untimed first run: fills the page cache and tells whether the tool works here."""
+    if shutil.which(tool.command(capture, jobs)[0]) is None:
+        return Result(tool, False, "not installed")
+    log = logs / f"{tool.name}.stderr"
+    sample = run_tool(tool, capture, jobs, log)
+    if sample.exit_code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        return Result(tool, False, f"exit {sample.exit_code}: {tail[0][:160]}")
+    return Result(tool)
+
+
+def time_tools(capture: Path, runs: int, jobs: int, tools: Sequence[Tool]) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
+        logs = Path(tmp)
+        results = [warm_up(t, capture, jobs, logs) for t in tools]
+        for run in range(runs):
+            for result in (r for r in results if r.available):
+                sample = run_tool(result.tool, capture, jobs, logs / f"{result.tool.name}.stderr")
+                result.samples.append(sample)
+                print(f"run {run + 1}/{runs} {result.tool.name}: {sample.wall_s:.2f} s",
+                      file=sys.stderr)
+    return results
+
+
+# --- describing the machine and the capture ------------------------------------------------
+
+
+def first_line(argv: Sequence[str], pattern: str = r".+") -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    match = re.search(pattern, out.stdout + out.stderr)
+    return match.group(0).strip() if match else "unknown"
+
+
+def proc_field(path: str, key: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(rf"^{key}\s*[:=]\s*\"?(.+?)\"?$", text, re.MULTILINE)
+    return match.group(1) if match else "unknown"
+
+
+def machine() -> dict[str, str]:
+    mem_kb = proc_field("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "CPU": proc_field("/proc/cpuinfo", "model name"),
+        "cores": str(os.cpu_count()),
+        "RAM": f"{int(mem_kb) / 2**20:.1f} GiB" if mem_kb.isdigit() else "unknown",
+        "OS": f"{proc_field('/etc/os-release', 'PRETTY_NAME')}, Linux {platform.release()}",
+        "Python": platform.python_version(),
+        "numpy": metadata.version("numpy"),
+        "confscope": first_line(["confscope", "--version"]),
+        "tshark": first_line(["tshark", "--version"], r"TShark \(Wireshark\) \S+"),
+        "nDPI": first_line(["ndpiReader", "-h"], r"nDPI \S+"),
+    }
+
+
+def capture_info(capture: Path) -> dict:
+    """The generator's summary (CAPTURE.json) if present, else packet count from capinfos."""
+    summary = capture.with_name(capture.name + ".json")
+    if summary.exists():
+        return dict(json.loads(summary.read_text()))
+    packets = first_line(["capinfos", "-M", "-c", str(capture)], r"(?<=Number of packets:)\s*\d+")
+    return {"packets": int(packets) if packets.isdigit() else 0,
+            "bytes": capture.stat().st_size, "mix": {}}
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def fmt_mb(n: float) -> str:
+    return f"{n / MB:,.0f}"
+
+
+def results_table(results: list[Result], packets: int) -> list[str]:
+    rows = ["| tool | wall, median (s) | wall, min-max (s) | CPU user+sys (s) | peak RSS (MB) "
+            "| tree RSS (MB) | packets/s | runs |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if not r.available:
+            rows.append(f"| {r.tool.name} | not available ({r.note}) | | | | | | 0 |")
+            continue
+        walls = [s.wall_s for s in r.samples]
+        wall = r.median("wall_s")
+        rows.append(
+            f"| {r.tool.name} | {wall:.2f} | {min(walls):.2f}-{max(walls):.2f} "
+            f"| {r.median('cpu_s'):.2f} | {fmt_mb(r.median('maxrss'))} "
+            f"| {fmt_mb(r.median('tree_rss'))} | {packets / wall:,.0f} | {len(walls)} |"
+        )
+    return rows
+
+
+def ratio_lines(results: list[Result]) -> list[str]:
+    by_name = {r.tool.name: r for r in results if r.available and r.samples}
+    ours = by_name.get("confscope")
+    if ours is None:
+        return ["confscope was not timed (not available or not selected), so no ratios."]
+    lines = []
+    for peer, target in (("tshark", "target >= 5x, later 10x"), ("ndpiReader", "target > 1x")):
+        if peer in by_name:
+            ratio = by_name[peer].median("wall_s") / ours.median("wall_s")
+            lines.append(f"* {peer} / confscope wall time: **{ratio:.2f}x** ({target})")
+    rss = ours.median("tree_rss")
+    verdict = "below" if rss < MEMORY_LIMIT else "ABOVE"
+    lines.append(f"* confscope peak RSS (process tree): {fmt_mb(rss)} MB, {verdict} the 1 GiB "
+                 "target")
+    return lines
+
+
+def command_lines(capture: Path, jobs: int, runs: int) -> list[str]:
+    lines = ["```sh", f"python -m bench.make_capture {shlex.quote(str(capture))} "
+             f"{generator_args(capture)}",
+             f"python -m bench.run {shlex.quote(str(capture))} --runs {runs} --jobs {jobs}",
+             "# each timed command (OUTDIR: a fresh temporary folder per run):"]
+    lines += [shlex.join(t.command(capture, jobs)) + (" > /dev/null" if t.name != "confscope"
+                                                       else "") for t in TOOLS]
+    return [*lines, "```"]
+
+
+def generator_args(capture: Path) -> str:
+    info = capture_info(capture)
+    if "seed" not in info:
+        return "# (capture not made by bench.make_capture)"
+    return (f"--packets {info['packets']} --format {info['file_format']} --seed {info['seed']} "
+            f"--calls {info['calls']}" + (" --gzip" if info.get("gzip") else ""))
+
+
+def capture_lines(capture: Path, info: dict) -> list[str]:
+    lines = [f"* file: `{capture.name}`, {info.get('packets', 0):,} packets, "
+             f"{capture.stat().st_size / MB:,.0f} MB on disk"]
+    if "duration_s" in info:
+        lines.append(f"* {info['duration_s']:.1f} s of traffic, {info['calls']} concurrent calls "
+                     f"(seed {info['seed']}); calls seen: " + ", ".join(
+                         f"{k} {v}" for k, v in info.get("sessions", {}).items()))
+    mix = info.get("mix", {})
+    if mix:
+        total = sum(mix.values())
+        lines.append("* packet mix: " + ", ".join(
+            f"{k} {100 * v / total:.1f} %" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])))
+    return lines
+
+
+def timing_section(capture: Path, results: list[Result], runs: int, jobs: int) -> str:
+    info = capture_info(capture)
+    today = datetime.date.today().isoformat()
+    parts = [
+        f"## Timing ({today})", "", "### Machine", "",
+        *[f"* {k}: {v}" for k, v in machine().items()], "", "### Capture", "",
+        *capture_lines(capture, info), "", "### Commands", "", *command_lines(capture, jobs, runs),
+        "", f"### Results (medians of {runs} runs, alternating tools, after one warm-up each)",
+        "", *results_table(results, int(info.get("packets", 0))), "",
+        *ratio_lines(results), "",
+        "Wall time is measured around each child; CPU time and peak RSS come from the child's "
+        "rusage (`os.wait4`); tree RSS is the largest sum of RSS over the child and its "
+        "descendants, sampled every 50 ms. `cat` is the cost of reading the file. Linux carries "
+        "the spawning process's peak RSS into the child's `ru_maxrss`, so "
+        f"{fmt_mb(own_peak_rss())} MB (the runner's own) is the floor of that column.",
+    ]
+    return "\n".join(parts)
+
+
+# --- the memory check ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRun:
+    capture: Path
+    packets: int
+    size: int
+    sample: Sample | None
+    note: str = ""
+
+
+def confscope_once(capture: Path, jobs: int) -> MemoryRun:
+    info = capture_info(capture)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "confscope.stderr"
+        sample = run_tool(TOOLS[0], capture, jobs, log)
+        note = ""
+        if sample.exit_code != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            note = f"exit {sample.exit_code}: {tail[0][:160]}"
+    ok = sample if sample.exit_code == 0 else None
+    return MemoryRun(capture, int(info.get("packets", 0)), capture.stat().st_size, ok, note)
+
+
+def memory_row(run: MemoryRun) -> str:
+    head = f"| `{run.capture.name}` | {run.packets:,} | {run.size / 2**30:.2f} "
+    if run.sample is None:
+        return head + f"| not available ({run.note}) | | | |"
+    s = run.sample
+    return head + (f"| {s.wall_s:.1f} | {s.cpu_s:.1f} | {fmt_mb(s.maxrss)} "
+                   f"| {fmt_mb(s.tree_rss)} |")
+
+
+def memory_verdict(runs: list[MemoryRun]) -> list[str]:
+    big = runs[-1].sample
+    if big is None:
+        return []
+    verdict = "below" if big.tree_rss < MEMORY_LIMIT else "ABOVE"
+    lines = [f"* Peak RSS (process tree) on the big capture: {fmt_mb(big.tree_rss)} MB, "
+             f"{verdict} the 1 GiB target."]
+    small = runs[0].sample
+    if len(runs) > 1 and small is not None:
+        growth = big.tree_rss / small.tree_rss
+        lines.append(f"* Growth from the reference capture ({runs[-1].size / runs[0].size:.1f}x "
+                     f"the bytes): **{growth:.2f}x** the peak RSS (target: about 1x).")
+    return lines
+
+
+def memory_section(runs: list[MemoryRun], generator: str, jobs: int) -> str:
+    today = datetime.date.today().isoformat()
+    return "\n".join([
+        f"## Memory check ({today})", "",
+        f"confscope, `--jobs {jobs}`, run once per capture. The big capture was made on demand "
+        f"with `{generator}` and is not kept.", "",
+        "| capture | packets | GiB | wall (s) | CPU user+sys (s) | peak RSS (MB) "
+        "| tree RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|",
+        *[memory_row(r) for r in runs], "", *memory_verdict(runs),
+    ])
+
+
+def memory_check(big: Path, size: str, jobs: int, keep: bool, reference: Path | None) -> str:
+    """confscope once on `reference` (if given) and on a big capture, made here if missing."""
+    made = not big.exists()
+    generator = f"python -m bench.make_capture {big} --size {size}"
+    if made:
+        big.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "bench.make_capture", str(big), "--size", size],
+                       cwd=ROOT, check=True)
+    try:
+        runs = [confscope_once(c, jobs) for c in (reference, big) if c is not None]
+        return memory_section(runs, generator, jobs)
+    finally:
+        if made and not keep:
+            big.unlink(missing_ok=True)
+
+
+# --- the output file -----------------------------------------------------------------------
+
+HEADER = """# Benchmarks
+
+Written by `python -m bench.run` (see bench/README.md); do not edit by hand.
+Targets: confscope >= 5x (later 10x) faster than `tshark -z rtp,streams`, eventually faster than
+`ndpiReader`, with peak RSS < 1 GiB that does not grow with the capture's size.
+"""
+
+
+def write_section(out: Path, name: str, body: str) -> None:
+    """Replace (or append) the section between this name's markers, keeping the rest."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = out.read_text() if out.exists() else HEADER
+    block = f"{begin}\n{body}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else (
+        text.rstrip() + "\n\n" + block + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("capture", type=Path, nargs="?", help="capture to time the tools on")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--tools", default=",".join(t.name for t in TOOLS),
+                        help="comma-separated subset of: " + ", ".join(t.name for t in TOOLS))
+    parser.add_argument("--memory-check", action="store_true",
+                        help="run confscope once on a big capture and record its peak RSS")
+    parser.add_argument("--big-capture", type=Path, default=WORK / "capture-10G.pcap")
+    parser.add_argument("--big-size", default="10G")
+    parser.add_argument("--keep-big", action="store_true", help="keep a big capture made here")
+    args = parser.parse_args(argv)
+    if args.capture is None and not args.memory_check:
+        parser.error("give a CAPTURE to time, or --memory-check")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.capture is not None and not args.memory_check:
+        wanted = set(args.tools.split(","))
+        results = time_tools(args.capture, args.runs, args.jobs,
+                             [t for t in TOOLS if t.name in wanted])
+        write_section(args.out, "timing", timing_section(args.capture, results, args.runs,
+                                                          args.jobs))
+    if args.memory_check:
+        body = memory_check(args.big_capture, args.big_size, args.jobs, args.keep_big,
+                            args.capture)
+        write_section(args.out, "memory", body)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
