@@ -203,8 +203,8 @@ static PyObject *walk_pcap(PyObject *self, PyObject *args)
     Py_buffer *buf = take(&bufs, buf_obj, 0, 0, 1, "buf");
     if (buf == NULL || take_records(&bufs, outs, 4, &rec) < 0)
         goto fail;
-    if (start < 0 || start > buf->len) {
-        PyErr_SetString(PyExc_ValueError, "start lies outside the buffer");
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "start is negative");
         goto fail;
     }
     if (check_capacity(&rec, (buf->len - start) / PCAP_RECORD_HEADER + 1) < 0)
@@ -314,7 +314,7 @@ static int full_packet(const PcapngInput *in, const uint8_t *body, Py_ssize_t bo
     pkt->linktype = iface[IF_LINKTYPE];
     if (pkt->caplen > body_len - PACKET_FIELDS || pkt->caplen > in->max_caplen)
         return 0;
-    return iface[IF_USABLE] && timestamp_ns(iface, units, &pkt->ts_ns);
+    return timestamp_ns(iface, units, &pkt->ts_ns);
 }
 
 static int64_t smallest(int64_t a, int64_t b)
@@ -400,8 +400,8 @@ static PyObject *walk_pcapng(PyObject *self, PyObject *args)
     Py_buffer *ifaces = buf ? take(&bufs, iface_obj, 0, KIND_INT, 8, "interfaces") : NULL;
     if (ifaces == NULL || take_records(&bufs, outs, 5, &rec) < 0)
         goto fail;
-    if (start < 0 || start > buf->len || items(ifaces) % IF_COLUMNS) {
-        PyErr_SetString(PyExc_ValueError, "start outside the buffer or bad interface table");
+    if (start < 0 || items(ifaces) % IF_COLUMNS) {
+        PyErr_SetString(PyExc_ValueError, "negative start or bad interface table");
         goto fail;
     }
     if (check_capacity(&rec, (buf->len - start) / 16 + 1) < 0)

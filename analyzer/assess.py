@@ -31,10 +31,13 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
             server_name=server_names[i], facts=inspector.facts[i],
             media_packets=sum(sum(s.payload_types.values()) for s in streams),
             zoom_media=any(s.encap == ENCAP_ZOOM for s in streams),
-            zoom_legacy=any("legacy" in s.zoom_layouts for s in streams),
+            zoom_legacy="legacy" in media.zoom_layouts.get(i, set()),
+            zoom_encapsulated=bool(media.zoom_layouts.get(i)),
             srtcp_trailer=any(media.srtcp_packets.get((i, d)) for d in (0, 1)),
             rtcp_packets=sum(media.rtcp_packets.get((i, d), 0) for d in (0, 1)),
         )
+        view.ecb_frames = tuple(pair for s in streams if (r := media.ecb_result(s)) is not None
+                                and r.verdict == "ecb" for pair in r.examples)
         view.sdp = _sdp_entries(flow, streams, media, capture)
         view.sdp_cleartext_frames = _sdes_frames(view.sdp, capture)
         views.append(view)

@@ -10,35 +10,91 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from analyzer import __version__
 from analyzer.errors import ConfscopeError
+
+if TYPE_CHECKING:
+    from analyzer.pipeline import Settings
 
 EXIT_OK, EXIT_ERROR = 0, 2
 PROGRESS_MIN_BYTES = 50 * 1024 * 1024
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line and exit status 2 (argparse prints the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"confscope: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="confscope",
         description="What a conferencing/VoIP capture encrypted, how, and where its key and "
                     "relay servers are.",
     )
     parser.add_argument("--version", action="version", version=f"confscope {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     parser_class=OneLineParser)
     analyze = commands.add_parser("analyze", help="analyze captures and write tables")
-    analyze.add_argument("captures", nargs="+", type=Path, help="pcap, pcapng or .gz files")
     analyze.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    analyze.add_argument("--jobs", type=int, default=0,
-                         help="worker processes (default: all cores)")
-    analyze.add_argument("--chunk-mb", type=int, default=64,
-                         help="bytes of capture read per batch, MiB (default 64)")
     analyze.add_argument("--no-hash", action="store_true",
                          help="skip the SHA-256 of each capture in summary.json")
     analyze.add_argument("--no-report", action="store_true",
                          help="skip the HTML report (tables and summary only)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    _add_common(analyze)
+    check = commands.add_parser(
+        "check", help="check a routing claim: exit 0 if it holds, 1 if a server breaks it")
+    claim = check.add_mutually_exclusive_group(required=True)
+    claim.add_argument("--allow-country", type=_countries, metavar="CC,CC",
+                       help="servers must all be in these countries")
+    claim.add_argument("--deny-country", type=_countries, metavar="CC,CC",
+                       help="no server may be in these countries")
+    check.add_argument("--roles", type=_roles, default=DEFAULT_CHECK_ROLES,
+                       help="server roles to check (default: all but dns): "
+                            + ",".join(ALL_ROLES))
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(check)
     return parser
+
+
+ALL_ROLES = ("control", "key-exchange", "media-relay", "stun", "peer", "dns", "other")
+DEFAULT_CHECK_ROLES = tuple(r for r in ALL_ROLES if r != "dns")
+
+
+def _countries(text: str) -> tuple[str, ...]:
+    codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    if not codes or any(len(c) != 2 or not c.isalpha() for c in codes):
+        raise argparse.ArgumentTypeError(f"expected ISO country codes like US,CA; got {text!r}")
+    return codes
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    roles = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ALL_ROLES]
+    if unknown or not roles:
+        raise argparse.ArgumentTypeError(f"unknown role(s) {unknown}; use {','.join(ALL_ROLES)}")
+    return roles
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("captures", nargs="+", type=Path, help="pcap, pcapng or .gz files")
+    command.add_argument("--jobs", type=int, default=0,
+                         help="worker processes (default: all cores)")
+    command.add_argument("--chunk-mb", type=int, default=64,
+                         help="bytes of capture read per batch, MiB (default 64)")
+    geo = command.add_argument_group("geolocation")
+    geo.add_argument("--geoip-db", action="append", default=[], type=Path, metavar="PATH",
+                     help="MaxMind-format database (GeoLite2/GeoIP2 City, Country, ASN; DB-IP; "
+                          "IPinfo); repeatable. Also read: $CONFSCOPE_GEOIP_DIR, /usr/share/GeoIP")
+    geo.add_argument("--vantage", metavar="LAT,LON",
+                     help="where the capture was taken (for the RTT plausibility check)")
+    geo.add_argument("--vantage-country", metavar="CC", help="the capture's country, if no point")
+    geo.add_argument("--flag-country", type=_countries, default=(), metavar="CC,CC",
+                     help="mark servers placed in these countries")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return run_analyze(args)
+        if args.command == "check":
+            from analyzer.check import run_check
+
+            return run_check(args, _settings(args))
     except ConfscopeError as exc:
         print(f"confscope: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -59,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _check_inputs(paths: list[Path], output: Path) -> None:
+def _check_inputs(paths: list[Path], output: Path | None) -> None:
     for path in paths:
         if not path.exists():
             raise ConfscopeError(f"{path}: no such file")
@@ -67,19 +127,38 @@ def _check_inputs(paths: list[Path], output: Path) -> None:
             raise ConfscopeError(f"{path}: is a directory, not a capture file")
         if not os.access(path, os.R_OK):
             raise ConfscopeError(f"{path}: not readable")
-    if output.exists() and not output.is_dir():
+    if output is not None and output.exists() and not output.is_dir():
         raise ConfscopeError(f"{output}: exists and is not a folder")
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """Validated settings; bad geolocation options fail here, before any capture is read."""
+    from analyzer.geo import GeoResolver, Vantage
+    from analyzer.geolocate import GeoSettings
+    from analyzer.pipeline import Settings
+
+    if args.jobs < 0 or args.chunk_mb < 1:
+        raise ConfscopeError("--jobs must be >= 0 and --chunk-mb >= 1")
+    geo = GeoSettings(databases=tuple(str(p) for p in args.geoip_db),
+                      vantage_point=args.vantage or "",
+                      vantage_country=args.vantage_country or "",
+                      flag_countries=tuple(args.flag_country))
+    with GeoResolver([Path(p) for p in geo.databases]):
+        pass
+    if geo.vantage_point:
+        Vantage.parse_point(geo.vantage_point)
+    if geo.vantage_country:
+        Vantage.for_country(geo.vantage_country)
+    return Settings(chunk_bytes=args.chunk_mb * 1024 * 1024, jobs=args.jobs,
+                    hash_captures=not getattr(args, "no_hash", False), geo=geo)
+
+
 def run_analyze(args: argparse.Namespace) -> int:
-    from analyzer.pipeline import Settings, analyze
+    from analyzer.pipeline import analyze
     from analyzer.tables import write_outputs
 
     _check_inputs(args.captures, args.output)
-    if args.jobs < 0 or args.chunk_mb < 1:
-        raise ConfscopeError("--jobs must be >= 0 and --chunk-mb >= 1")
-    settings = Settings(chunk_bytes=args.chunk_mb * 1024 * 1024, jobs=args.jobs,
-                        hash_captures=not args.no_hash)
+    settings = _settings(args)
     total = sum(p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     if show:

@@ -69,6 +69,7 @@ class FlowView:
     media_packets: int = 0
     zoom_media: bool = False
     zoom_legacy: bool = False
+    zoom_encapsulated: bool = False  # packets verified as Zoom's encapsulation
     srtcp_trailer: bool = False
     rtcp_packets: int = 0
     sdp: list[SdpMedia] = field(default_factory=list)
@@ -87,6 +88,8 @@ def worst(verdicts: list[str]) -> str:
 def tls_verdict(hs: HandshakeFacts, dtls: bool = False, cbc_sha1_is_weak: bool = False
                 ) -> tuple[str, str, tuple[str, ...]]:
     """(verdict, detail, weak reasons) for a TLS or DTLS handshake."""
+    if not hs.server_hello_frame and not hs.client_hello_frame and hs.encrypted_seen:
+        return ENCRYPTED, f"{hs.protocol.upper()} application data (handshake not captured)", ()
     if not hs.server_hello_frame:
         offered = ", ".join(version_name(v) for v in hs.offered_versions[:3])
         seen = "encrypted records seen" if hs.encrypted_seen else "no ServerHello in capture"
@@ -129,8 +132,14 @@ def assess_flow(view: FlowView, cbc_sha1_is_weak: bool = False) -> Verdict:
         return _tls_flow(view, facts.tls, cbc_sha1_is_weak)
     if facts.quic is not None:
         return _quic_flow(view, facts.quic)
+    if "quic" in facts.protocols:
+        return _quic_undecrypted(view, facts.quic_version)
     if view.media_packets or view.rtcp_packets:
         return _media_flow(view, cbc_sha1_is_weak)
+    if view.zoom_encapsulated:
+        return Verdict(UNKNOWN, "Zoom encapsulation without media (control, probes, filler)"
+                       + (", pre-5.0 layout" if view.zoom_legacy else ""),
+                       "Zoom encapsulation", *_service_keys(view))
     if facts.dtls is not None:
         return _dtls_only_flow(view, facts.dtls, cbc_sha1_is_weak)
     return _plain_protocol_flow(view)
@@ -139,8 +148,9 @@ def assess_flow(view: FlowView, cbc_sha1_is_weak: bool = False) -> Verdict:
 def _tls_flow(view: FlowView, hs: HandshakeFacts, cbc: bool) -> Verdict:
     verdict, detail, reasons = tls_verdict(hs, cbc_sha1_is_weak=cbc)
     peer = view.server_name or view.server
-    return Verdict(verdict, detail, "TLS handshake" if hs.server_hello_frame else
-                   "TLS ClientHello", "tls", f"TLS with {peer} ({view.server})",
+    basis = ("TLS handshake" if hs.server_hello_frame else "TLS ClientHello"
+             if hs.client_hello_frame else "TLS record layer")
+    return Verdict(verdict, detail, basis, "tls", f"TLS with {peer} ({view.server})",
                    f"the endpoints of this TLS connection: the client and {peer}",
                    "hop-by-hop", "TLS protects the connection to this server only", reasons)
 
@@ -153,7 +163,22 @@ def _quic_flow(view: FlowView, hs: HandshakeFacts) -> Verdict:
                    "QUIC protects the connection to this server only")
 
 
+def _quic_undecrypted(view: FlowView, version: int) -> Verdict:
+    from analyzer.decode.quic import version_name as quic_version
+
+    name = quic_version(version) if version else "unknown version"
+    return Verdict(ENCRYPTED, f"QUIC ({name}); Initial not decrypted", "QUIC long header "
+                   "(every QUIC version encrypts its payload)", "quic",
+                   f"QUIC handshake with {view.server}", f"the client and {view.server}",
+                   "hop-by-hop", "QUIC protects the connection to this server only")
+
+
 def _dtls_only_flow(view: FlowView, hs: HandshakeFacts, cbc: bool) -> Verdict:
+    if not hs.client_hello_frame and not hs.server_hello_frame and hs.encrypted_seen:
+        return Verdict(ENCRYPTED, "DTLS application data (handshake not captured)",
+                       "DTLS record layer: encrypted application_data records", "dtls",
+                       f"DTLS with {view.server} (handshake before the capture)",
+                       "the DTLS endpoints", _protection(view), _protection_note(view, "dtls"))
     verdict, detail, reasons = tls_verdict(hs, dtls=True, cbc_sha1_is_weak=cbc)
     return Verdict(verdict, detail, "DTLS handshake", "dtls", _dtls_peer(view, hs),
                    "the DTLS endpoints", _protection(view), _protection_note(view, "dtls"),
@@ -282,7 +307,7 @@ def _sdp_profile(view: FlowView, cbc: bool) -> Verdict | None:
 
 
 def _zoom(view: FlowView, cbc: bool) -> Verdict | None:
-    if not view.zoom_media:
+    if not (view.zoom_media or view.zoom_encapsulated):
         return None
     if view.zoom_legacy:
         return Verdict(UNKNOWN, "Zoom media in the pre-5.0 layout (before AES-GCM)",
@@ -339,6 +364,10 @@ def _service_protocol(view: FlowView, cbc: bool) -> Verdict | None:
 # ---------------------------------------------------------------------- other protocols
 
 
+def _discord_probe(view: FlowView) -> bool:
+    return any("latency probe" in e.text for e in view.facts.evidence)
+
+
 def _plain_protocol_flow(view: FlowView) -> Verdict:
     protocols = view.facts.protocols
     if "sip" in protocols:
@@ -351,6 +380,14 @@ def _plain_protocol_flow(view: FlowView) -> Verdict:
     if protocols & {"stun", "turn"}:
         return Verdict(CLEARTEXT, "STUN/TURN: addresses (mapped, relayed, peer) readable",
                        "STUN messages", readable_by="anyone who can capture the traffic")
+    if protocols & {"http", "h323"}:
+        what = "HTTP" if "http" in protocols else "H.323 call signalling (Q.931/H.225)"
+        return Verdict(CLEARTEXT, f"{what} without TLS", "protocol header in clear",
+                       readable_by="anyone who can capture the traffic")
+    if "discord-ip-discovery" in protocols or _discord_probe(view):
+        return Verdict(CLEARTEXT, "Discord voice IP discovery / latency probes: addresses and "
+                       "counters in clear, no media", "Discord packet structure",
+                       readable_by="anyone who can capture the traffic")
     if "whatsapp" in protocols:
         return Verdict(ENCRYPTED, "WhatsApp chat protocol (Noise Pipes handshake, then "
                        "encrypted frames)", "WhatsApp 'WA' protocol header", "noise",

@@ -90,6 +90,7 @@ class FlowFacts:
     zrtp_directions: set[int] = field(default_factory=set)
     zoom_types: set[int] = field(default_factory=set)
     zoom_p2p: bool = False
+    quic_version: int = 0
     damage: list[str] = field(default_factory=list)
 
     @property

@@ -50,11 +50,12 @@ def _servers(rows: pd.DataFrame) -> str:
     return ", ".join(sorted({f"{r.server_ip}:{r.server_port}" for r in rows.itertuples()}))
 
 
-Rule = Callable[[str, pd.DataFrame, pd.DataFrame, pd.DataFrame], Iterator[Finding]]
+Rule = Callable[[str, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame],
+                Iterator[Finding]]
 
 
 def sdes_in_cleartext(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                      signalling: pd.DataFrame) -> Iterator[Finding]:
+                      signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     media = flows[flows["key_exchange"] == "sdes-cleartext"]
     if media.empty:
         return
@@ -73,7 +74,7 @@ def sdes_in_cleartext(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def ecb_mode(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-             signalling: pd.DataFrame) -> Iterator[Finding]:
+             signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     if "ecb_verdict" not in streams:
         return
     hits = streams[streams["ecb_verdict"] == "ecb"]
@@ -97,7 +98,7 @@ def ecb_mode(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def cleartext_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                    signalling: pd.DataFrame) -> Iterator[Finding]:
+                    signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[(flows["encryption"] == "cleartext") & flows["protocols"].str.contains(
         r"\brtp\b", regex=True)]
     if rows.empty:
@@ -113,7 +114,7 @@ def cleartext_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def weak_protection(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                    signalling: pd.DataFrame) -> Iterator[Finding]:
+                    signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[(flows["encryption"] == "weak")
                  & ~flows["key_exchange"].isin(["sdes-cleartext"])
                  & ~flows["weak_reasons"].str.contains("ECB", na=False)]
@@ -130,7 +131,7 @@ def weak_protection(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def cleartext_signalling(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                         signalling: pd.DataFrame) -> Iterator[Finding]:
+                         signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[(flows["encryption"] == "cleartext") & flows["protocols"].str.contains("sip")]
     if rows.empty:
         return
@@ -145,7 +146,7 @@ def cleartext_signalling(capture: str, flows: pd.DataFrame, streams: pd.DataFram
 
 
 def service_held_keys(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                      signalling: pd.DataFrame) -> Iterator[Finding]:
+                      signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[flows["protection"] == "service-held-keys"]
     for service, group in rows.groupby("service"):
         yield Finding(
@@ -161,7 +162,7 @@ def service_held_keys(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def hop_by_hop_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                     signalling: pd.DataFrame) -> Iterator[Finding]:
+                     signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[(flows["protection"] == "hop-by-hop")
                  & flows["protocols"].str.contains("srtp|rtp", regex=True)]
     if rows.empty:
@@ -177,7 +178,7 @@ def hop_by_hop_media(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
 
 
 def unknown_flows(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
-                  signalling: pd.DataFrame) -> Iterator[Finding]:
+                  signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
     rows = flows[flows["encryption"] == "unknown"]
     if rows.empty:
         return
@@ -189,16 +190,96 @@ def unknown_flows(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
         _frames(rows)[:50], _names(rows), {}, "")
 
 
+ROLE_WORDS = {"control": "control server", "key-exchange": "key-exchange endpoint",
+              "media-relay": "media relay", "stun": "STUN server", "peer": "peer",
+              "dns": "DNS server", "other": "server"}
+
+
+def _role_words(roles: str, services: str) -> str:
+    words = [ROLE_WORDS.get(r, r) for r in roles.split("+") if r]
+    if "zoom" in services and "control" in roles:
+        words[0] = "meeting control/key server"  # Zoom delivers meeting keys on it
+    return " and ".join(words) or "server"
+
+
+def _server_evidence(row: pd.Series) -> dict[str, str]:
+    return {"ip": str(row["ip"]), "names": str(row["names"]), "sources": str(row["geo_sources"]),
+            "rtt": f"{row['rtt_min_ms']} ms ({row['rtt_evidence']})",
+            "plausibility": str(row["plausibility_text"])}
+
+
+def _flow_ids_for(flows: pd.DataFrame, ip: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in flows.loc[flows["server_ip"] == ip, "flow_id"])
+
+
+def _first_frames_for(flows: pd.DataFrame, ip: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in flows.loc[flows["server_ip"] == ip, "first_frame"])
+
+
+def flagged_servers(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                    signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
+    if "flagged" not in servers:
+        return
+    for _, row in servers[servers["flagged"].astype(bool)].iterrows():
+        doubtful = "doubtful" in str(row["flag_reason"])
+        physics = {"consistent": "RTT consistent", "implausible": "RTT rules it out"}.get(
+            str(row["plausibility"]), "no RTT check")
+        country = str(row["flag_reason"]).split(" ", 1)[0]
+        yield Finding(
+            capture, "medium" if doubtful else "high", "flagged-country",
+            f"{_role_words(str(row['roles']), str(row['services']))} in {country}"
+            f"{' (doubtful)' if doubtful else ''}: {row['ip']} ({row['geo_sources']}, {physics})",
+            f"The capture's traffic reached {row['ip']}, which {row['flag_reason']}. "
+            "Where a database places an address is a claim by that database, not a "
+            "measurement; the RTT check below says whether physics allows it.",
+            _flow_ids_for(flows, str(row["ip"])), _first_frames_for(flows, str(row["ip"])),
+            tuple(n.rsplit(" (", 1)[0] for n in str(row["names"]).split("; ") if n),
+            _server_evidence(row),
+            "A measurement from several vantage points (RTT or traceroute) placing the server "
+            "elsewhere, or the provider's own region data for the address.")
+
+
+def implausible_locations(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                          signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
+    if "plausibility" not in servers:
+        return
+    for _, row in servers[servers["plausibility"] == "implausible"].iterrows():
+        yield Finding(
+            capture, "medium", "implausible-location",
+            f"Location implausible for {row['ip']}: {row['geo_sources']}",
+            f"{row['plausibility_text']}. The database's location for this server cannot be "
+            "right: a reply cannot travel faster than light in fibre (about 100 km per ms of "
+            "round trip).", _flow_ids_for(flows, str(row["ip"])),
+            _first_frames_for(flows, str(row["ip"])), (), _server_evidence(row),
+            "The RTT sample is wrong (e.g. a middlebox answered the handshake for the server), "
+            "or the vantage point is not where it was said to be.")
+
+
+def geo_disagreements(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
+                      signalling: pd.DataFrame, servers: pd.DataFrame) -> Iterator[Finding]:
+    if "geo_disagreement" not in servers:
+        return
+    for _, row in servers[servers["geo_disagreement"].astype(bool)].iterrows():
+        yield Finding(
+            capture, "info", "geolocation-disagreement",
+            f"Geolocation sources disagree for {row['ip']}: {row['geo_sources']}",
+            "Different databases place this server in different countries. Treat its "
+            f"location as uncertain. Physics check: {row['plausibility_text'] or 'none'}",
+            _flow_ids_for(flows, str(row["ip"])), _first_frames_for(flows, str(row["ip"])),
+            (), _server_evidence(row), "")
+
+
 RULES: tuple[Rule, ...] = (sdes_in_cleartext, ecb_mode, cleartext_media, weak_protection,
                            cleartext_signalling, service_held_keys, hop_by_hop_media,
+                           flagged_servers, implausible_locations, geo_disagreements,
                            unknown_flows)
 
 
 def findings(tables: dict[str, pd.DataFrame]) -> list[Finding]:
-    flows, streams, signalling = tables["flows"], tables["streams"], tables["signalling"]
+    parts_of = [tables[n] for n in ("flows", "streams", "signalling", "servers")]
     found: list[Finding] = []
-    for capture in sorted(set(flows["capture"])):
-        parts = [t[t["capture"] == capture] for t in (flows, streams, signalling)]
+    for capture in sorted(set(parts_of[0]["capture"])):
+        parts = [t[t["capture"] == capture] for t in parts_of]
         for rule in RULES:
             found.extend(rule(capture, *parts))
     return sorted(found, key=lambda f: (SEVERITY_ORDER.index(f.severity), f.capture, f.kind))

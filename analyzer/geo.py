@@ -97,7 +97,6 @@ SPECIAL_NETWORKS: tuple[tuple[str, str], ...] = (
     ("240.0.0.0/4", "reserved"),
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
-    ("64:ff9b::/96", "NAT64 (RFC 6052)"),
     ("64:ff9b:1::/48", "NAT64 local use (RFC 8215)"),
     ("100::/64", "discard-only (RFC 6666)"),
     ("2001:db8::/32", "documentation (RFC 3849)"),
@@ -107,6 +106,7 @@ SPECIAL_NETWORKS: tuple[tuple[str, str], ...] = (
     ("fec0::/10", "site-local (deprecated, RFC 3879)"),
     ("ff00::/8", "multicast"),
 )
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _SPECIAL = tuple((ipaddress.ip_network(net), label) for net, label in SPECIAL_NETWORKS)
 
 # database_type substring -> content kind, first match wins (case-insensitive).
@@ -228,12 +228,17 @@ class _Answer:
 
 
 def _parse_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address to look up: IPv4-mapped (::ffff:a.b.c.d) and NAT64 well-known-prefix
+    (64:ff9b::a.b.c.d, RFC 6052) addresses stand for the IPv4 server they embed."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         raise ConfscopeError(f"not an IP address: {ip!r}") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64_WELL_KNOWN:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
@@ -691,34 +696,32 @@ def plausibility(
 
 def _judge(claim: _Claim, min_rtt_ms: float | None, vantage: Vantage) -> Plausibility:
     head = f"{claim.sources} {claim.says}"
-    if min_rtt_ms is None or not 0 < min_rtt_ms < math.inf:
-        return _unknown(claim, None, f"{head}; no RTT measured to this server, so physics "
-                        "cannot check it")  # fmt: skip
-    if not vantage.known:
-        return _unknown(claim, min_rtt_ms, f"{head}; vantage point unknown (give --vantage "
-                        "LAT,LON or --vantage-country CC), so physics cannot check it")  # fmt: skip
-    distance = lower_bound_km(vantage.area(), claim.area)
-    if distance is None:
-        return _unknown(claim, min_rtt_ms, f"{head}; no known place for {claim.what} in "
-                        f"{AIRPORTS_SOURCE}, so physics cannot check it")  # fmt: skip
-    return _physics_verdict(claim, min_rtt_ms, distance, f"{head}; a minimum RTT of "
-                            f"{_ms(min_rtt_ms)} ms from {vantage.describe()}")  # fmt: skip
-
-
-def _physics_verdict(claim: _Claim, min_rtt_ms: float, distance: float, head: str) -> Plausibility:
-    reach = rtt_reach_km(min_rtt_ms)
-    bounds = f"~{reach:,.0f} km", f"~{distance:,.0f} km"
+    rtt = min_rtt_ms if min_rtt_ms is not None and 0 < min_rtt_ms < math.inf else None
+    distance = lower_bound_km(vantage.area(), claim.area) if vantage.known else None
+    if rtt is None or distance is None:
+        gap = _missing_evidence(claim, rtt, vantage)
+        return _verdict(claim, rtt, None, "unknown", f"{head}; {gap}, so physics cannot check it")
+    reach = rtt_reach_km(rtt)
+    seen = f"{head}; a minimum RTT of {_ms(rtt)} ms from {vantage.describe()}"
     if distance > reach:
-        text = (f"{head} puts this server within {bounds[0]} of the vantage point, but "
-                f"{claim.what} is at least {bounds[1]} away: location implausible")  # fmt: skip
-        return _verdict(claim, min_rtt_ms, distance, "implausible", text)
-    text = (f"{head} allows up to {bounds[0]} and {claim.what} is at least {bounds[1]} away: "
-            "consistent (physics allows it, it does not confirm it)")  # fmt: skip
-    return _verdict(claim, min_rtt_ms, distance, "consistent", text)
+        text = (
+            f"{seen} puts this server within ~{reach:,.0f} km of the vantage point, "
+            f"but {claim.what} is at least ~{distance:,.0f} km away: location implausible"
+        )
+        return _verdict(claim, rtt, distance, "implausible", text)
+    text = (
+        f"{seen} allows up to ~{reach:,.0f} km and {claim.what} is at least "
+        f"~{distance:,.0f} km away: consistent (physics allows it, it does not confirm it)"
+    )
+    return _verdict(claim, rtt, distance, "consistent", text)
 
 
-def _unknown(claim: _Claim, min_rtt_ms: float | None, text: str) -> Plausibility:
-    return _verdict(claim, min_rtt_ms, None, "unknown", text)
+def _missing_evidence(claim: _Claim, rtt: float | None, vantage: Vantage) -> str:
+    if rtt is None:
+        return "no usable RTT measured to this server"
+    if not vantage.known:
+        return "vantage point unknown (give --vantage LAT,LON or --vantage-country CC)"
+    return f"no known place for {claim.what} in {AIRPORTS_SOURCE}"
 
 
 def _verdict(

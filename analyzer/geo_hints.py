@@ -46,7 +46,10 @@ _STOP_WORDS_TEXT = """
     stg tst uat img pic vid aud cam log ntp ftp ssh rdp rtr gtw mmr sip rtp sfu mcu tcp udp tls
     ssl ice sec mon ops adm dmz lan wan vip ads rec box hub lab sys bot sso iam bak bkp tmp ext
     acc agg bbr ccr rcr agr cor edg bdr bgw pni xcr dcr lag ipt msr csr asr nsr cpe dsl dyn res
-    usr all any new old one two red blu grn the and for mgr ctl zcc mta mxs smt imp
+    usr all any new old one two red blu grn the and for mgr ctl zcc mta mxs smt imp ppp ptr
+    rev nat vps cab gpu cpu ram ssd hdd rtc sbc pbx ims cfg str aes gcm key mux alb elb eks gke
+    aks ecs kms mgw pod pub pri sub reg loc geo isp noc soc sre cdp cms crm cli gui sdk vcs scm
+    xml yml rss sms mms tts stt nlp mic pix hls mpd srt wrt xmp pdu row tor
     eur asi usa can chn deu gbr jpn ind bra rus aus ita esp nld kor sgp
 """
 HINT_STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())

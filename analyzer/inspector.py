@@ -16,7 +16,7 @@ from analyzer.capture.batch import PacketBatch
 from analyzer.decode import dtls, quic, sip, stun, tls, zrtp
 from analyzer.decode.demux import Demux, classify_many
 from analyzer.errors import DecodeError
-from analyzer.facts import SIGNATURE, CaptureFacts, FlowFacts, StunFacts
+from analyzer.facts import SIGNATURE, CaptureFacts, FlowFacts, HandshakeFacts, StunFacts
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.packets import PROTO_TCP, PROTO_UDP, Gather, PacketColumns
 from analyzer.sessions import SessionRecorder
@@ -83,13 +83,13 @@ class Inspector:
         demux = classify_many(first)
         ports = (cols.sport, cols.dport)
         sip_like = np.isin(first, SIP_FIRST_BYTES) & (plen >= 12)
-        dtls_handshake = (demux == Demux.DTLS) & (((first >= 20) & (first <= 22)) | (first == 0x1F))
+        dtls_record = (demux == Demux.DTLS) & (((first >= 20) & (first <= 23)) | (first == 0x1F))
         kind = np.select(  # first match wins: ports that name a protocol, then first bytes
             [
                 udp & _on_ports(ports, DNS_PORTS),
                 udp & sip_like & _on_ports(ports, SIP_PORTS),
                 udp & (demux == Demux.STUN) & (plen >= 8),
-                udp & dtls_handshake & (plen >= 13),
+                udp & dtls_record & (plen >= 13),
                 udp & (demux == Demux.ZRTP) & (plen >= 8),
                 udp & (first >= 0xC0) & (plen >= QUIC_MIN_INITIAL),
                 udp & sip_like,
@@ -172,6 +172,9 @@ class Inspector:
             self.capture.zoom_stun_clients.setdefault(self.endpoint(fi, d), ts)
 
     def _udp_dtls(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
+        if data[0] == tls.CONTENT_APPLICATION_DATA:
+            self._dtls_application_data(fi, data)
+            return
         try:
             records = dtls.parse_dtls_records(data)
         except DecodeError:
@@ -183,6 +186,17 @@ class Inspector:
             if record.content_type == tls.CONTENT_HANDSHAKE and record.epoch == 0:
                 for message in assembler.feed(record):
                     self.sessions.handshake_message(fi, d, frame, ts, message, "dtls")
+
+    def _dtls_application_data(self, fi: int, data: bytes) -> None:
+        """Encrypted DTLS records: proof of DTLS even when the handshake was not captured."""
+        facts = self.facts[fi]
+        if facts.dtls is not None and facts.dtls.encrypted_seen:
+            return  # one record is enough; later ones cost nothing more
+        if dtls.looks_like_dtls(data):
+            facts.protocols.add("dtls")
+            if facts.dtls is None:
+                facts.dtls = HandshakeFacts(protocol="dtls")
+            facts.dtls.encrypted_seen = True
 
     def _udp_zrtp(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
         try:
@@ -202,7 +216,13 @@ class Inspector:
         if seen >= MAX_QUIC_INITIALS_PER_FLOW or not quic.looks_like_quic_long_header(data):
             return
         self._quic_seen[fi] = seen + 1
-        self.facts[fi].protocols.add("quic")
+        facts = self.facts[fi]
+        facts.protocols.add("quic")
+        if not facts.quic_version:
+            try:
+                facts.quic_version = quic.parse_long_header(data).version
+            except DecodeError:
+                pass
         initial = self._quic.feed(data)
         if initial is not None and initial.client_hello is not None:
             self.sessions.client_hello(fi, frame, ts, initial.client_hello, "quic")

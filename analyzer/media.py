@@ -21,7 +21,8 @@ from analyzer.capture.batch import PacketBatch
 from analyzer.decode import rtcp, zoom
 from analyzer.decode.demux import Demux, classify_many
 from analyzer.decode.payload_types import static_payload_type
-from analyzer.decode.rtp import rtp_header_columns
+from analyzer.decode.rtp import RtpColumns, rtp_header_columns
+from analyzer.ecb import EcbDetector, EcbResult
 from analyzer.facts import CaptureFacts, FlowFacts, SdpMedia
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.packets import PROTO_UDP, Gather, PacketColumns
@@ -37,6 +38,9 @@ CLOCK_PROBE_PACKETS = 64
 INFERRED = "inferred from RTP timestamp rate"
 COMMON_CLOCK_RATES = np.array([8000, 16000, 24000, 32000, 44100, 48000, 90000])
 HEAD_COLUMNS = 16
+ECB_MAX_STREAMS = 64  # the ECB test samples the first streams of a capture ...
+ECB_PACKETS_PER_STREAM = 400  # ... and the first packets of each (bounded memory and time)
+ECB_BYTES_PER_PACKET = 512
 NOT_MEDIA = frozenset({"dns", "sip", "quic", "tls"})  # flows the slow path identified otherwise
 NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 5353, 5355})
 
@@ -89,6 +93,7 @@ class StreamState:
     pending: list[dict[str, np.ndarray]] = field(default_factory=list)
     pending_packets: int = 0
     first_frame: int = 0
+    ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
 
 
 class MediaExtractor:
@@ -97,6 +102,9 @@ class MediaExtractor:
         self.capture = capture
         self.facts = facts
         self.streams: dict[tuple[int, int, int, bool], StreamState] = {}
+        self.ecb = EcbDetector(ECB_PACKETS_PER_STREAM, ECB_BYTES_PER_PACKET)
+        self.zoom_layouts: dict[int, set[str]] = {}  # flow index -> verified Zoom layouts
+        self._ecb_streams = 0
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
         self.srtcp_packets: dict[tuple[int, int], int] = {}
         self._rtcp_sampled: dict[int, int] = {}
@@ -114,7 +122,7 @@ class MediaExtractor:
         self._rtcp(batch, cand, assign, is_rtcp)
         ok = rtp.valid & ~is_rtcp
         if ok.any():
-            self._rtp(cols, assign, cand, rtp, ok)
+            self._rtp(g, cols, assign, cand, rtp, ok)
 
     def _candidates(
         self, g: Gather, cols: PacketColumns, assign: FlowAssignment
@@ -127,11 +135,15 @@ class MediaExtractor:
         demux = classify_many(first)
         parts = [self._plain(rows, at, plen, mode, demux)]
         parts.append(self._turn(g, rows, at, plen, mode, demux))
-        parts.append(self._zoom(g, rows, at, plen, mode))
+        parts.append(self._zoom(g, rows, at, plen, mode, fi))
         fields = ("row", "offset", "length", "encap", "zoom_kind", "zoom_layout")
         merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
         order = np.argsort(merged["row"], kind="stable")  # back to capture order
-        return Candidates(*(merged[f][order] for f in fields))
+        cand = Candidates(*(merged[f][order] for f in fields))
+        # a Zoom packet with two RTP packets: the first (FEC) ends where the second starts
+        same = np.flatnonzero(cand.row[1:] == cand.row[:-1])
+        cand.length[same] = cand.offset[same + 1] - cand.offset[same]
+        return cand
 
     def _flow_modes(self, flow_index: np.ndarray) -> np.ndarray:
         """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN."""
@@ -178,13 +190,13 @@ class MediaExtractor:
             np.full(sel.size, -1), np.zeros(sel.size, dtype=np.int64),
         )
 
-    @staticmethod
-    def _zoom(g: Gather, rows: np.ndarray, at: np.ndarray, plen: np.ndarray,
-              mode: np.ndarray) -> Candidates:
+    def _zoom(self, g: Gather, rows: np.ndarray, at: np.ndarray, plen: np.ndarray,
+              mode: np.ndarray, flow_index: np.ndarray) -> Candidates:
         zoom_rows = ((mode & 3) == 1) | ((mode & 3) == 2)
         sel = rows[zoom_rows]
         head = head_matrix(g, at[sel], plen[sel], zoom.HEAD_BYTES)
         zc = zoom.zoom_columns(head, plen[sel], (mode[zoom_rows] & 3) == 1)
+        self._note_zoom_layouts(flow_index[sel], zc.layout, zc.valid)
         ok = zc.valid & (zc.rtp_offset >= 0)
         second = ok & (zc.second_rtp_offset >= 0)
         rows_out = np.concatenate([sel[ok], sel[second]])
@@ -194,6 +206,15 @@ class MediaExtractor:
         return Candidates(rows_out, at[rows_out] + rel, plen[rows_out] - rel,
                           np.full(rows_out.size, ENCAP_ZOOM), kinds.astype(np.int64),
                           layouts.astype(np.int64))
+
+    def _note_zoom_layouts(self, flow_index: np.ndarray, layout: np.ndarray,
+                           valid: np.ndarray) -> None:
+        """Which Zoom layouts (sfu, p2p, legacy) each flow's packets verified as."""
+        if not valid.any():
+            return
+        keys = np.unique(flow_index[valid] * 8 + layout[valid])
+        for key in keys.tolist():
+            self.zoom_layouts.setdefault(key // 8, set()).add(str(zoom.LAYOUT_CODES[key % 8]))
 
     # ------------------------------------------------------------------ RTCP (sampled)
 
@@ -220,13 +241,13 @@ class MediaExtractor:
 
     # ------------------------------------------------------------------ RTP streams
 
-    def _rtp(self, cols: PacketColumns, assign: FlowAssignment, cand: Candidates,
-             rtp: object, ok: np.ndarray) -> None:
+    def _rtp(self, g: Gather, cols: PacketColumns, assign: FlowAssignment, cand: Candidates,
+             rtp: RtpColumns, ok: np.ndarray) -> None:
         row = cand.row[ok]
         fi = assign.flow_index[row]
         d = assign.direction[row].astype(np.int64)
-        ssrc = rtp.ssrc[ok].astype(np.int64)  # type: ignore[attr-defined]
-        pt = rtp.payload_type[ok].astype(np.int64)  # type: ignore[attr-defined]
+        ssrc = rtp.ssrc[ok].astype(np.int64)
+        pt = rtp.payload_type[ok].astype(np.int64)
         fec = (cand.encap[ok] == ENCAP_ZOOM) & (pt == ZOOM_FEC_PT)
         key = (fi << 34) | (d << 33) | (fec.astype(np.int64) << 32) | ssrc
         codes, _ = pd.factorize(key)
@@ -234,24 +255,51 @@ class MediaExtractor:
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
         columns = {
             "frame": cols.frame[row], "arrival_s": cols.ts_ns[row] / 1e9,
-            "sequence_number": rtp.sequence_number[ok],  # type: ignore[attr-defined]
-            "timestamp": rtp.timestamp[ok], "payload_type": pt.astype(np.uint8),  # type: ignore[attr-defined]
-            "marker": rtp.marker[ok], "rtp_bytes": cand.length[ok],  # type: ignore[attr-defined]
+            "sequence_number": rtp.sequence_number[ok],
+            "timestamp": rtp.timestamp[ok], "payload_type": pt.astype(np.uint8),
+            "marker": rtp.marker[ok], "rtp_bytes": cand.length[ok],
         }
         encap, kind, layout = cand.encap[ok], cand.zoom_kind[ok], cand.zoom_layout[ok]
+        ecb_ids = np.full(row.size, -1, dtype=np.int64)
         for part in np.split(order, bounds):
             i = int(part[0])
             stream = self._stream(int(fi[i]), int(d[i]), int(ssrc[i]), int(encap[i]), bool(fec[i]))
+            ecb_ids[part] = stream.ecb_id
             if encap[i] == ENCAP_ZOOM:
                 stream.zoom_layouts.update(
                     str(zoom.LAYOUT_CODES[c]) for c in np.unique(layout[part]).tolist() if c)
             self._feed(stream, {name: col[part] for name, col in columns.items()}, kind[part])
+        self._sample_for_ecb(g, cand, rtp, ok, ecb_ids, cols.frame[row])
+
+    def _sample_for_ecb(self, g: Gather, cand: Candidates, rtp: RtpColumns, ok: np.ndarray,
+                        ecb_ids: np.ndarray, frames: np.ndarray) -> None:
+        """Hand the payloads (after every cleartext header) of sampled streams to the ECB test."""
+        take = ecb_ids >= 0
+        if not take.any():
+            return
+        start = cand.offset[ok][take]
+        header = rtp.header_length_min[ok][take]
+        extension = rtp.extension[ok][take]
+        words = g.u16(start + header + 2).astype(np.int64)
+        header = header + np.where(extension, 4 + 4 * words, 0)
+        length = cand.length[ok][take] - header
+        seq = rtp.sequence_number[ok][take].astype(np.uint64)
+        stamp = rtp.timestamp[ok][take].astype(np.uint64)
+        ident = rtp.ssrc[ok][take].astype(np.uint64)
+        header_hash = (ident << np.uint64(32)) ^ (seq << np.uint64(16)) ^ stamp
+        self.ecb.add(ecb_ids[take], frames[take], g.buffer, start + header, np.maximum(length, 0),
+                     header_hash)
+
+    def ecb_result(self, stream: StreamState) -> EcbResult | None:
+        return self.ecb.result(stream.ecb_id) if stream.ecb_id >= 0 else None
 
     def _stream(self, fi: int, d: int, ssrc: int, encap: int, fec: bool) -> StreamState:
         key = (fi, d, ssrc, fec)
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = StreamState(fi, d, ssrc, encap, fec)
+            if self._ecb_streams < ECB_MAX_STREAMS and not fec:
+                stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
         return stream
 
     def _feed(self, stream: StreamState, part: dict[str, np.ndarray], kinds: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from analyzer.capture.batch import CaptureInfo
 from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
 from analyzer.facts import CaptureFacts
 from analyzer.flows import FlowTable
+from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
 from analyzer.packets import decode_batch
@@ -31,10 +32,13 @@ class Settings:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     jobs: int = 0  # 0: all cores
     hash_captures: bool = True  # SHA-256 of each capture, on a second thread
+    geo: GeoSettings = field(default_factory=GeoSettings)
 
     def as_dict(self) -> dict[str, object]:
         return {"chunk_bytes": self.chunk_bytes, "jobs": self.jobs,
-                "hash_captures": self.hash_captures}
+                "hash_captures": self.hash_captures, "geoip_db": list(self.geo.databases),
+                "vantage": self.geo.vantage_point, "vantage_country": self.geo.vantage_country,
+                "flag_country": list(self.geo.flag_countries)}
 
 
 @dataclass(slots=True)
@@ -140,6 +144,7 @@ def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
     tables = {
         name: pd.concat([r.tables[name] for r in results], ignore_index=True) for name in names
     }
+    tables["servers"], databases, vantages = geolocate(tables, settings.geo)
     found = findings.findings(tables)
     tables["coverage"] = findings.coverage(tables)
     tables["findings"] = findings.findings_table(found)
@@ -152,6 +157,9 @@ def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
             "packets": sum(r.info.packets for r in results),
             **{name: len(table) for name, table in tables.items()},
         },
+        "geoip_databases": databases,
+        "vantage": vantages,
+        "flag_countries": list(settings.geo.flag_countries),
         "coverage": _coverage_summary(tables["coverage"]),
         "findings_by_severity": {s: sum(f.severity == s for f in found)
                                  for s in findings.SEVERITY_ORDER},

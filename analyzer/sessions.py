@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from analyzer.inspector import Inspector
 
 TLS13 = 0x0304
+HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
+               b"CONNECT ", b"HTTP/1.")
+Q931_DISCRIMINATOR = 0x08
 ZOOM_PORTS = range(8801, 8811)
 ZOOM_HANDSHAKE_VERSIONS = (b"\x00\x01", b"\x00\x02", b"\x00\x03")  # 00 01 seen in zoom.pcap
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE = 1, 2, 11
@@ -281,6 +284,12 @@ class SessionRecorder:
             self._facts(fi).protocols.add("whatsapp")
             self._facts(fi).add_evidence(
                 SIGNATURE, "whatsapp", "WhatsApp 'WA' chat-protocol header on TCP", frame)
+        elif data.startswith(HTTP_STARTS):
+            stream.app = "http"
+            self._facts(fi).protocols.add("http")
+        elif len(data) >= 5 and data[:2] == b"\x03\x00" and data[4] == Q931_DISCRIMINATOR:
+            stream.app = "h323"  # TPKT (RFC 1006) carrying Q.931 / H.225 call signalling
+            self._facts(fi).protocols.add("h323")
         elif 53 in (flow.a[2], flow.b[2]):
             stream.app = "dns"
         else:

@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from analyzer import assess, services
+from analyzer.ecb import EcbResult
 from analyzer.encryption import Verdict
 from analyzer.facts import Evidence
 from analyzer.findings import COVERAGE_COLUMNS
 from analyzer.flows import Flow
+from analyzer.geolocate import GEO_COLUMNS
 
 if TYPE_CHECKING:
     from analyzer.facts import CaptureFacts, FlowFacts
@@ -102,12 +104,18 @@ COLUMNS: dict[str, dict[str, str]] = {
         "first_seen": "time of the first packet (UTC)",
         "last_seen": "time of the last packet (UTC)",
         "first_frame": "Wireshark frame number of the first packet",
+        "ecb_verdict": "ECB test: ecb, no-repeats, insufficient-data, or empty when not sampled",
+        "ecb_confidence": "high, medium or low",
+        "ecb_repeats": "distinct high-entropy 16-byte blocks seen in two or more packets",
+        "ecb_blocks_examined": "ciphertext blocks the ECB test looked at",
+        "ecb_examples": "Wireshark frame pairs holding the same ciphertext block: a/b; c/d",
         "encryption": "verdict of the stream's media: cleartext, weak, encrypted or unknown",
         "encryption_detail": "protocol and parameters",
         "key_exchange": "how the media keys were agreed (see flows)",
         "protection": "end-to-end, hop-by-hop, service-held-keys, none or unknown",
     },
     "servers": {
+        **(SERVER_BASE_COLUMNS := {
         "capture": "capture file name",
         "ip": "server address",
         "names": "names of the server with where each came from: name (source); ...",
@@ -119,6 +127,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rtt_min_ms": "smallest round trip to this server seen in the capture, ms",
         "rtt_evidence": "the flow and frames that gave it",
         "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
+        }),
+        **GEO_COLUMNS,
     },
     "coverage": COVERAGE_COLUMNS,
     "timeline": {
@@ -331,6 +341,15 @@ def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[Stream
 # ---------------------------------------------------------------------- streams
 
 
+def _ecb_columns(result: EcbResult | None) -> dict[str, object]:
+    if result is None:
+        return {"ecb_verdict": "", "ecb_confidence": "", "ecb_repeats": 0,
+                "ecb_blocks_examined": 0, "ecb_examples": ""}
+    return {"ecb_verdict": result.verdict, "ecb_confidence": result.confidence,
+            "ecb_repeats": result.repeated_blocks, "ecb_blocks_examined": result.blocks_examined,
+            "ecb_examples": "; ".join(f"{a}/{b}" for a, b in result.examples)}
+
+
 def _verdict_columns(verdict: Verdict) -> dict[str, object]:
     return {
         "encryption": verdict.encryption, "encryption_detail": verdict.detail,
@@ -364,6 +383,7 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
         "bitrate_kbps": stats.bitrate_kbps, "duration_s": stats.duration_s,
         "first_seen": _utc(stats.first_seen * 1e9), "last_seen": _utc(stats.last_seen * 1e9),
         "first_frame": stats.first_frame,
+        **_ecb_columns(media.ecb_result(stream)),
         "encryption": verdict.encryption, "encryption_detail": verdict.detail,
         "key_exchange": verdict.key_exchange, "protection": verdict.protection,
     }
@@ -415,7 +435,7 @@ def _servers(capture_name: str, flows: pd.DataFrame,
                              if best is not None else ""),
             "first_seen": group["first_seen"].min(), "last_seen": group["last_seen"].max(),
         })
-    return _frame(rows, "servers")
+    return pd.DataFrame(rows, columns=list(SERVER_BASE_COLUMNS))
 
 
 # ---------------------------------------------------------------------- writing

@@ -15,10 +15,13 @@ import itertools
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer import speedups
+from analyzer.capture.formats import (
+    MAX_PACKET,
+    PcapngWalker,
+    PcapWalker,
+    RecordArrays,
+    Walker,
+)
+from analyzer.capture.reader import CaptureReader
 from analyzer.rtpstats import (
     DUPLICATE_WINDOW,
     TSHARK_STATIC_CLOCK_RATES,
@@ -458,3 +469,265 @@ def _forced_off() -> None:
         StreamSet(native=True)
     finally:
         speedups.native = saved
+
+
+# ---------------------------------------------------------------------------- record walkers
+
+
+def using(native: bool) -> Any:
+    """Context: the C paths switched on (when built) or off."""
+    return pytest.MonkeyPatch.context() if native else _pure_python()
+
+
+class _pure_python:  # noqa: N801 (used like a function)
+    def __enter__(self) -> None:
+        self.saved, speedups.native = speedups.native, None
+
+    def __exit__(self, *exc: object) -> None:
+        speedups.native = self.saved
+
+
+def outcome(walker: Walker, data: bytes, start: int, chunk: int) -> tuple[Any, ...]:
+    """Walk ``data`` as the reader does (``chunk`` bytes at a time, carrying the unfinished tail);
+    the records as arrays, where it stopped, the error and the walker's findings."""
+    parts, base, pos, end, error = [], 0, start, 0, ""
+    while True:  # like the reader: the unfinished tail plus the next chunk
+        end = min(len(data), end + chunk)
+        result = walker.walk(data[base:end], pos - base)
+        part = RecordArrays.join([result.records])
+        parts.append(replace(part, data_offset=part.data_offset + base))  # offsets in the file
+        pos, error = base + result.stop, result.error
+        if error or end == len(data):
+            break
+        base = pos
+    records = RecordArrays.join(parts)
+    found = (sorted(walker.linktypes), walker.timestamp_resolution, walker.skipped_blocks)
+    return (*(getattr(records, f.name).tolist() for f in fields(RecordArrays)), pos, error, found)
+
+
+def both_ways(make: Any, data: bytes, start: int, chunk: int = 1 << 30) -> tuple[Any, ...]:
+    """The outcome with the C walker and with the Python one, asserted equal."""
+    results = []
+    for native in (True, False):
+        with using(native):
+            try:
+                results.append(outcome(make(), data, start, chunk))
+            except Exception as exc:  # the same exception either way is fine too
+                results.append((type(exc), str(exc)))
+    assert results[0] == results[1]
+    return results[0]
+
+
+PCAP_MAGIC_NUMBER = {False: 0xA1B2C3D4, True: 0xA1B23C4D}  # microseconds, nanoseconds
+
+
+def pcap_file(endian: str, nanoseconds: bool, records: list[tuple[int, int, int, int]]) -> bytes:
+    """A classic pcap file: (seconds, fraction, caplen, wirelen) records of zero bytes."""
+    out = struct.pack(endian + "IHHiIII", PCAP_MAGIC_NUMBER[nanoseconds], 2, 4, 0, 0, 65535, 1)
+    for sec, frac, caplen, wirelen in records:
+        out += struct.pack(endian + "IIII", sec, frac, caplen, wirelen) + bytes(caplen)
+    return out
+
+
+pcap_records = st.lists(
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 300),
+              st.integers(0, 2**32 - 1)),
+    max_size=40,
+)
+
+
+@needs_extension
+@settings(max_examples=150, deadline=None)
+@given(
+    endian=st.sampled_from("<>"), nanoseconds=st.booleans(), records=pcap_records,
+    oversized=st.none() | st.integers(0, 40), cut=st.integers(0, 40), chunk=st.integers(16, 5000),
+)
+def test_pcap_walkers_agree(
+    endian: str, nanoseconds: bool, records: list[tuple[int, int, int, int]],
+    oversized: int | None, cut: int, chunk: int,
+) -> None:
+    if oversized is not None:  # a record claiming more than Wireshark's limit stops the walk
+        records.insert(min(oversized, len(records)), (1, 2, MAX_PACKET + 1, 0))
+    data = pcap_file(endian, nanoseconds, records)
+    data = data[: max(24, len(data) - cut)]
+    got = both_ways(lambda: PcapWalker(data[:24]), data, 24, chunk)
+    offsets, caplens, wirelens, stamps, _, stop, error, _ = got
+    tick = 1 if nanoseconds else 1000
+    whole = [r for r in itertools.takewhile(lambda r: r[2] <= MAX_PACKET, records)]
+    expected_offsets = list(itertools.accumulate((16 + r[2] for r in whole), initial=24 + 16))
+    kept = [(o, r) for o, r in zip(expected_offsets, whole) if o + r[2] <= len(data)]
+    assert offsets == [o for o, _ in kept] and caplens == [r[2] for _, r in kept]
+    assert wirelens == [r[3] for _, r in kept]
+    assert stamps == [r[0] * 10**9 + r[1] * tick for _, r in kept]
+    assert bool(error) == (oversized is not None and len(kept) == len(whole)
+                           and stop + 16 <= len(data))
+
+
+def option(endian: str, code: int, value: bytes) -> bytes:
+    return struct.pack(endian + "HH", code, len(value)) + value + bytes(-len(value) % 4)
+
+
+def block(endian: str, block_type: int, body: bytes, trailer_delta: int = 0) -> bytes:
+    body += bytes(-len(body) % 4)
+    length = 12 + len(body)
+    return (struct.pack(endian + "II", block_type, length) + body
+            + struct.pack(endian + "I", length + trailer_delta))
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    linktype: int
+    snaplen: int
+    tsresol: int | None  # if_tsresol byte: bit 7 set = power of 2
+    tsoffset: int | None  # if_tsoffset, seconds
+
+
+def section_blocks(
+    endian: str, interfaces: list[Interface], items: list[tuple[Any, ...]]
+) -> bytes:
+    out = block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    for iface in interfaces:
+        options = b""
+        if iface.tsresol is not None:
+            options += option(endian, 9, bytes([iface.tsresol]))
+        if iface.tsoffset is not None:
+            options += option(endian, 14, struct.pack(endian + "q", iface.tsoffset))
+        body = struct.pack(endian + "HHI", iface.linktype, 0, iface.snaplen)
+        out += block(endian, 1, body + options + option(endian, 0, b""))
+    for kind, *args in items:
+        out += item_block(endian, kind, *args)
+    return out
+
+
+def item_block(endian: str, kind: str, iface: int, units: int, size: int, wirelen: int,
+               other_type: int, damage: int) -> bytes:
+    data, hi, lo = bytes(range(size % 256)) * (size // 256 + 1), units >> 32, units & 0xFFFFFFFF
+    data = data[:size]
+    if kind == "epb":
+        body = struct.pack(endian + "IIIII", iface, hi, lo, size + damage, wirelen) + data
+        return block(endian, 6, body)
+    if kind == "opb":
+        body = struct.pack(endian + "HHIIII", iface, 0, hi, lo, size + damage, wirelen) + data
+        return block(endian, 2, body)
+    if kind == "spb":
+        return block(endian, 3, struct.pack(endian + "I", wirelen) + data, damage)
+    return block(endian, other_type, data)  # NRB, ISB, a frame block, unknown
+
+
+interfaces_st = st.lists(
+    st.builds(
+        Interface,
+        linktype=st.sampled_from([1, 101, 113, 228]),
+        snaplen=st.sampled_from([0, 64, 65535, MAX_PACKET + 10]),
+        tsresol=st.none() | st.sampled_from([3, 6, 9, 0, 12, 30, 0x80 | 20, 0x80, 0x80 | 64,
+                                             0x80 | 127]),
+        tsoffset=st.none() | st.sampled_from([0, 1, -1, 1_700_000_000, 2**62, -(2**62)]),
+    ),
+    max_size=3,
+)
+items_st = st.lists(
+    st.tuples(
+        st.sampled_from(["epb", "epb", "epb", "opb", "spb", "other"]),
+        st.integers(0, 3),  # interface id, sometimes never described
+        st.integers(0, 2**64 - 1) | st.integers(0, 2**40),  # timestamp units
+        st.integers(0, 90),  # captured bytes
+        st.integers(0, 2**32 - 1),  # original length
+        st.sampled_from([4, 5, 0xBAD, 0x40000BAD, 0x12345, 0x204]),  # for "other"
+        st.sampled_from([0, 0, 0, 0, 0, 0, 0, 0, 4, MAX_PACKET]),  # damage: caplen or trailer
+    ),
+    max_size=12,
+)
+
+
+@needs_extension
+@settings(max_examples=150, deadline=None)
+@given(
+    sections=st.lists(st.tuples(st.sampled_from("<>"), interfaces_st, items_st), min_size=1,
+                      max_size=3),
+    cut=st.integers(0, 30),
+    chunk=st.integers(12, 3000),
+)
+def test_pcapng_walkers_agree(
+    sections: list[tuple[str, list[Interface], list[tuple[Any, ...]]]], cut: int, chunk: int
+) -> None:
+    data = b"".join(section_blocks(*section) for section in sections)
+    data = data[: max(12, len(data) - cut)]
+    both_ways(lambda: PcapngWalker(data[:12]), data, 0, chunk)
+
+
+@needs_extension
+def test_pcapng_timestamps_follow_the_interface_resolution() -> None:
+    units = 1_700_000_000_123_456_789
+    shapes = [(9, units), (6, units // 1000), (0x80 | 30, (units << 30) // 10**9)]
+    interfaces = [Interface(1, 0, resol, 5) for resol, _ in shapes]
+    items = [("epb", i, u, 10, 10, 0, 0) for i, (_, u) in enumerate(shapes)]
+    items.append(("spb", 0, 0, 10, 10, 0, 0))
+    data = section_blocks(">", interfaces, items)
+    offsets, caplens, wirelens, stamps, linktypes, stop, error, found = both_ways(
+        lambda: PcapngWalker(data[:12]), data, 0
+    )
+    assert (stop, error, caplens, wirelens) == (len(data), "", [10] * 4, [10] * 4)
+    assert stamps[0] == units + 5 * 10**9 and stamps[3] == 0
+    assert abs(stamps[1] - stamps[0]) < 1000 and abs(stamps[2] - stamps[0]) <= 1
+    assert found[1] == "2^-30 s,ns,us"
+
+
+def corpus_captures() -> list[Path]:
+    if not CORPUS.is_dir():
+        return []
+    return sorted(p for p in CORPUS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+
+
+def read_capture(path: Path, native: bool, chunk: int) -> tuple[Any, ...]:
+    with using(native):
+        reader = CaptureReader(path, chunk_bytes=chunk)
+        batches = list(reader.batches())
+    columns = [np.concatenate([getattr(b, name) for b in batches]) for name in BATCH_COLUMNS]
+    data = b"".join(b.packet_bytes(i) for b in batches for i in range(len(b)))
+    return (*(column.tolist() for column in columns), data, reader.info)
+
+
+BATCH_COLUMNS = ("frame", "ts_ns", "caplen", "wirelen", "linktype")
+
+
+@needs_extension
+def test_corpus_captures_read_the_same_and_as_tshark_does() -> None:
+    paths = corpus_captures()
+    if not paths:
+        pytest.skip("the corpus is absent")
+    for path in paths:
+        for chunk in (4096, 1 << 26):
+            assert read_capture(path, True, chunk) == read_capture(path, False, chunk), path
+    if shutil.which("tshark") is None:
+        return
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for path, rows in zip(paths, pool.map(tshark_frames, paths), strict=True):
+            frames, stamps, caplens, wirelens, *_ = read_capture(path, True, 1 << 26)
+            assert [(f, t, w, c) for f, t, c, w in zip(frames, stamps, caplens, wirelens,
+                                                       strict=True)] == rows, path
+
+
+def tshark_frames(path: Path) -> list[tuple[int, int, int, int]]:
+    """(frame number, epoch ns, frame.len, frame.cap_len) of each frame, as tshark reads them."""
+    command = ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number",
+               "-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.cap_len"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in output.splitlines()]
+    return [(int(n), int(Decimal(t) * 10**9), int(w), int(c)) for n, t, w, c in rows]
+
+
+@needs_extension
+def test_walker_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None
+    data = pcap_file("<", False, [(1, 2, 3, 3)] * 4)
+    small = [np.empty(2, np.int64) for _ in range(4)]
+    with pytest.raises(ValueError, match="output arrays"):
+        module.walk_pcap(data, 24, False, 1000, MAX_PACKET, *small)
+    big = [np.empty(len(data), np.int64) for _ in range(4)]
+    with pytest.raises(TypeError, match="ts_ns"):
+        module.walk_pcap(data, 24, False, 1000, MAX_PACKET, *big[:3], np.empty(99, np.float64))
+    with pytest.raises(ValueError, match="negative"):
+        module.walk_pcap(data, -1, False, 1000, MAX_PACKET, *big)
+    assert module.walk_pcap(data, len(data) + 5, False, 1000, MAX_PACKET, *big) == (0, 105, 0)
+    assert module.walk_pcap(memoryview(data), 24, False, 1000, MAX_PACKET, *big) == (4, 100, 0)
