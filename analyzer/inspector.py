@@ -8,6 +8,7 @@ flow) and `CaptureFacts` (links between flows: DNS names, SDP media endpoints, l
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -219,10 +220,8 @@ class Inspector:
         facts = self.facts[fi]
         facts.protocols.add("quic")
         if not facts.quic_version:
-            try:
+            with contextlib.suppress(DecodeError):  # version-independent header only
                 facts.quic_version = quic.parse_long_header(data).version
-            except DecodeError:
-                pass
         initial = self._quic.feed(data)
         if initial is not None and initial.client_hello is not None:
             self.sessions.client_hello(fi, frame, ts, initial.client_hello, "quic")
