@@ -45,7 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-report", action="store_true",
                          help="skip the HTML report (tables and summary only)")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    analyze.add_argument("--export-figures", action="store_true",
+                         help="also write the key figures as PNG and SVG (kaleido + Chromium)")
     _add_common(analyze)
+    report = commands.add_parser("report", help="rebuild OUTDIR/report.html from the tables")
+    report.add_argument("outdir", type=Path, help="a folder written by 'confscope analyze'")
+    report.add_argument("-o", "--output", type=Path, help="where to write (default OUTDIR)")
+    report.add_argument("--export-figures", action="store_true",
+                        help="also write the key figures as PNG and SVG")
+    compare = commands.add_parser("compare", help="one dashboard comparing analyses")
+    compare.add_argument("outdirs", nargs="+", type=Path, help="folders from 'analyze'")
+    compare.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     check = commands.add_parser(
         "check", help="check a routing claim: exit 0 if it holds, 1 if a server breaks it")
     claim = check.add_mutually_exclusive_group(required=True)
@@ -107,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from analyzer.check import run_check
 
             return run_check(args, _settings(args))
+        if args.command == "report":
+            return run_report(args)
+        if args.command == "compare":
+            return run_compare(args)
     except ConfscopeError as exc:
         print(f"confscope: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -169,10 +183,45 @@ def run_analyze(args: argparse.Namespace) -> int:
     else:
         analysis = analyze(args.captures, settings)
     write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings)
+    if not args.no_report:
+        from dashboards.report import build_report
+
+        build_report(args.output)
+    if args.export_figures:
+        from dashboards.figures import export_figures
+
+        export_figures(args.output)
     if not args.quiet:
         from analyzer.terminal import print_summary
 
         print_summary(analysis, args.output)
+    return EXIT_OK
+
+
+def _require_analysis(folder: Path) -> None:
+    if not (folder / "summary.json").is_file():
+        raise ConfscopeError(f"{folder}: not a confscope output folder (no summary.json)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from dashboards.report import build_report
+
+    _require_analysis(args.outdir)
+    path = build_report(args.outdir, args.output)
+    if args.export_figures:
+        from dashboards.figures import export_figures
+
+        export_figures(args.outdir)
+    print(f"report written to {path}")
+    return EXIT_OK
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from dashboards.compare import build_comparison
+
+    for folder in args.outdirs:
+        _require_analysis(folder)
+    print(f"comparison written to {build_comparison(args.outdirs, args.output)}")
     return EXIT_OK
 
 

@@ -45,7 +45,12 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
         console.print(_service_table(analysis))
     if len(streams):
         console.print(_stream_table(analysis))
-    console.print(f"tables written to {escape(str(outdir))}/")
+    for finding in [f for f in analysis.findings if f["severity"] in ("high", "medium")][:8]:
+        colour = "red" if finding["severity"] == "high" else "yellow"
+        console.print(f"[{colour}]{finding['severity']}[/]: {escape(str(finding['title']))}")
+    report = outdir / "report.html"
+    where = f"report: {report}" if report.exists() else f"tables written to {outdir}/"
+    console.print(escape(where))
 
 
 def _service_table(analysis: Analysis) -> Table:
@@ -63,13 +68,14 @@ def _service_table(analysis: Analysis) -> Table:
 
 def _stream_table(analysis: Analysis, limit: int = 12) -> Table:
     table = Table(title="RTP streams (largest first)", title_justify="left")
-    for column in ("src -> dst", "ssrc", "media", "packets", "lost %", "jitter ms (mean/max)"):
-        table.add_column(column)
+    for column in ("from", "to", "ssrc", "media", "packets", "lost %", "jitter ms"):
+        table.add_column(column, no_wrap=column in ("ssrc", "packets"))
     streams = analysis.streams.sort_values("packets", ascending=False).head(limit)
     for row in streams.itertuples():
         jitter = ("-" if _missing(row.jitter_mean_ms)
                   else f"{row.jitter_mean_ms:.2f}/{row.jitter_max_ms:.2f}")
-        table.add_row(escape(f"{row.src_ip}:{row.src_port} -> {row.dst_ip}:{row.dst_port}"),
+        table.add_row(escape(f"{row.src_ip}:{row.src_port}"),
+                      escape(f"{row.dst_ip}:{row.dst_port}"),
                       row.ssrc, escape(str(row.media)), str(row.packets),
                       f"{row.loss_pct:.1f}", jitter)
     return table
