@@ -10,6 +10,9 @@
  * The GIL is released while the loops run.
  */
 #define PY_SSIZE_T_CLEAN
+/* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
+ * build of another version (a stale in-place build after an edit). */
+#define API_VERSION 1
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -314,7 +317,7 @@ static int full_packet(const PcapngInput *in, const uint8_t *body, Py_ssize_t bo
     pkt->linktype = iface[IF_LINKTYPE];
     if (pkt->caplen > body_len - PACKET_FIELDS || pkt->caplen > in->max_caplen)
         return 0;
-    return timestamp_ns(iface, units, &pkt->ts_ns);
+    return iface[IF_USABLE] && timestamp_ns(iface, units, &pkt->ts_ns);
 }
 
 static int64_t smallest(int64_t a, int64_t b)
@@ -768,6 +771,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     int failed = layout == NULL || PyModule_AddObjectRef(m, "RTP_STATE_LAYOUT", layout) < 0;
     Py_XDECREF(layout);
     if (failed ||
+        PyModule_AddIntConstant(m, "API_VERSION", API_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "RTP_STATE_SIZE", (long)sizeof(RtpState)) < 0 ||
         PyModule_AddIntConstant(m, "RTP_DUPLICATE_WINDOW", DUPLICATE_WINDOW) < 0 ||
         PyModule_AddIntConstant(m, "PCAP_CAPLEN_TOO_LARGE", PCAP_CAPLEN_TOO_LARGE) < 0) {

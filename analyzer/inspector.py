@@ -29,7 +29,10 @@ MAX_STUN_PER_FLOW = 1000
 MAX_QUIC_INITIALS_PER_FLOW = 8
 QUIC_MIN_INITIAL = 1000  # RFC 9000 says 1200; be lenient with odd senders
 TURN_METHODS = frozenset({3, 4, 6, 7, 8, 9, 10, 11, 12})
-SIP_FIRST_BYTES = np.frombuffer(b"ABCIMNOPRSU", dtype=np.uint8)  # ACK BYE ... SIP/2.0 UPDATE
+# The first four bytes of every SIP request method and of "SIP/2.0" (RFC 3261 and extensions)
+SIP_PREFIXES = np.array([int.from_bytes(w, "big") for w in (
+    b"INVI", b"ACK ", b"BYE ", b"CANC", b"OPTI", b"REGI", b"PRAC", b"SUBS", b"NOTI", b"PUBL",
+    b"INFO", b"REFE", b"MESS", b"UPDA", b"SIP/")], dtype=np.uint32)
 TCP_SYN, TCP_ACK = 0x02, 0x10
 
 Handler = Callable[[int, int, int, float, bytes], None]
@@ -83,7 +86,7 @@ class Inspector:
         udp = (cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0)
         demux = classify_many(first)
         ports = (cols.sport, cols.dport)
-        sip_like = np.isin(first, SIP_FIRST_BYTES) & (plen >= 12)
+        sip_like = (plen >= 12) & np.isin(_first_word(g, cols, plen), SIP_PREFIXES)
         dtls_record = (demux == Demux.DTLS) & (((first >= 20) & (first <= 23)) | (first == 0x1F))
         kind = np.select(  # first match wins: ports that name a protocol, then first bytes
             [
@@ -247,6 +250,11 @@ class Inspector:
             self.sessions.tcp_data(fi, d, frame, ts, new)
         if stream.finished or stream.reassembler.full:
             self._tcp_done[fi * 2 + d] = True
+
+
+def _first_word(g: Gather, cols: PacketColumns, plen: np.ndarray) -> np.ndarray:
+    """The first four payload bytes as a big-endian number (0 for shorter payloads)."""
+    return np.where(plen >= 4, g.u32(cols.payload_offset), 0).astype(np.uint32)
 
 
 def _on_ports(ports: tuple[np.ndarray, np.ndarray], wanted: tuple[int, ...]) -> np.ndarray:

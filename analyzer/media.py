@@ -26,19 +26,19 @@ from analyzer.ecb import EcbDetector, EcbResult
 from analyzer.facts import CaptureFacts, FlowFacts, SdpMedia
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.packets import PROTO_UDP, Gather, PacketColumns
-from analyzer.rtpstats import RtpStreamAccumulator
+from analyzer.rtpstats import StreamSet, StreamStatistics
 
 ENCAP_PLAIN, ENCAP_TURN, ENCAP_MS_TURN, ENCAP_ZOOM = 0, 1, 2, 3
 ENCAP_NAMES = ("rtp", "turn-channel", "ms-turn", "zoom")
 ZOOM_PORTS = (8801, 8810)
 TURN_PORTS = (3478, 3479, 3480, 3481, 5349)
 ZOOM_FEC_PT = 110
-MAX_RTCP_SAMPLES_PER_FLOW = 64
+MAX_RTCP_SAMPLES_PER_FLOW = 8  # enough to see an SRTCP trailer; RTCP is parsed one by one
 CLOCK_PROBE_PACKETS = 64
 INFERRED = "inferred from RTP timestamp rate"
 COMMON_CLOCK_RATES = np.array([8000, 16000, 24000, 32000, 44100, 48000, 90000])
 HEAD_COLUMNS = 16
-ECB_MAX_STREAMS = 64  # the ECB test samples the first streams of a capture ...
+ECB_MAX_STREAMS = 32  # the ECB test samples the first streams of a capture ...
 ECB_PACKETS_PER_STREAM = 400  # ... and the first packets of each (bounded memory and time)
 ECB_BYTES_PER_PACKET = 512
 NOT_MEDIA = frozenset({"dns", "sip", "quic", "tls"})  # flows the slow path identified otherwise
@@ -89,7 +89,7 @@ class StreamState:
     zoom_layouts: set[str] = field(default_factory=set)
     clock_rate: int | None = None
     clock_rate_source: str = ""
-    accumulator: RtpStreamAccumulator | None = None
+    set_id: int = -1  # index in MediaExtractor.stream_set once the clock rate is decided
     pending: list[dict[str, np.ndarray]] = field(default_factory=list)
     pending_packets: int = 0
     first_frame: int = 0
@@ -103,6 +103,7 @@ class MediaExtractor:
         self.facts = facts
         self.streams: dict[tuple[int, int, int, bool], StreamState] = {}
         self.ecb = EcbDetector(ECB_PACKETS_PER_STREAM, ECB_BYTES_PER_PACKET)
+        self.stream_set = StreamSet()
         self.zoom_layouts: dict[int, set[str]] = {}  # flow index -> verified Zoom layouts
         self._ecb_streams = 0
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
@@ -251,24 +252,25 @@ class MediaExtractor:
         fec = (cand.encap[ok] == ENCAP_ZOOM) & (pt == ZOOM_FEC_PT)
         key = (fi << 34) | (d << 33) | (fec.astype(np.int64) << 32) | ssrc
         codes, _ = pd.factorize(key)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
         columns = {
             "frame": cols.frame[row], "arrival_s": cols.ts_ns[row] / 1e9,
             "sequence_number": rtp.sequence_number[ok],
             "timestamp": rtp.timestamp[ok], "payload_type": pt.astype(np.uint8),
             "marker": rtp.marker[ok], "rtp_bytes": cand.length[ok],
         }
-        encap, kind, layout = cand.encap[ok], cand.zoom_kind[ok], cand.zoom_layout[ok]
-        ecb_ids = np.full(row.size, -1, dtype=np.int64)
-        for part in np.split(order, bounds):
-            i = int(part[0])
-            stream = self._stream(int(fi[i]), int(d[i]), int(ssrc[i]), int(encap[i]), bool(fec[i]))
-            ecb_ids[part] = stream.ecb_id
-            if encap[i] == ENCAP_ZOOM:
-                stream.zoom_layouts.update(
-                    str(zoom.LAYOUT_CODES[c]) for c in np.unique(layout[part]).tolist() if c)
-            self._feed(stream, {name: col[part] for name, col in columns.items()}, kind[part])
+        encap = cand.encap[ok]
+        first = np.full(codes.max() + 1, row.size, dtype=np.int64)
+        np.minimum.at(first, codes, np.arange(row.size))
+        states = [self._stream(int(fi[i]), int(d[i]), int(ssrc[i]), int(encap[i]), bool(fec[i]))
+                  for i in first.tolist()]
+        self._describe(states, codes, pt, cand.zoom_kind[ok], cand.zoom_layout[ok], encap)
+        set_ids = np.array([s.set_id for s in states], dtype=np.int64)[codes]
+        started = set_ids >= 0
+        if started.any():
+            self.stream_set.update(set_ids[started],
+                                   **{name: col[started] for name, col in columns.items()})
+        self._hold(states, codes, started, columns)
+        ecb_ids = np.array([s.ecb_id for s in states], dtype=np.int64)[codes]
         self._sample_for_ecb(g, cand, rtp, ok, ecb_ids, cols.frame[row])
 
     def _sample_for_ecb(self, g: Gather, cand: Candidates, rtp: RtpColumns, ok: np.ndarray,
@@ -302,25 +304,42 @@ class MediaExtractor:
                 stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
         return stream
 
-    def _feed(self, stream: StreamState, part: dict[str, np.ndarray], kinds: np.ndarray) -> None:
-        pts, counts = np.unique(part["payload_type"], return_counts=True)
-        for pt, count in zip(pts.tolist(), counts.tolist(), strict=True):
-            stream.payload_types[pt] = stream.payload_types.get(pt, 0) + count
-        for k in np.unique(kinds[kinds >= 0]).tolist():
-            stream.zoom_kinds.add(zoom.MEDIA_KINDS[k])
-        if stream.accumulator is None:
-            stream.first_frame = stream.first_frame or int(part["frame"][0])
-            stream.pending.append(part)
-            stream.pending_packets += part["frame"].size
+    def _describe(self, states: list[StreamState], codes: np.ndarray, pt: np.ndarray,
+                  kinds: np.ndarray, layouts: np.ndarray, encap: np.ndarray) -> None:
+        """Payload types, Zoom media kinds and layouts per stream: one count per distinct pair."""
+        pairs, counts = np.unique(codes * 128 + pt, return_counts=True)
+        for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
+            stream = states[pair // 128]
+            stream.payload_types[pair % 128] = stream.payload_types.get(pair % 128, 0) + count
+        zoom_rows = encap == ENCAP_ZOOM
+        if zoom_rows.any():
+            for pair in np.unique(codes[zoom_rows] * 64 + kinds[zoom_rows] + 1).tolist():
+                if pair % 64:
+                    states[pair // 64].zoom_kinds.add(zoom.MEDIA_KINDS[pair % 64 - 1])
+            for pair in np.unique(codes[zoom_rows] * 8 + layouts[zoom_rows]).tolist():
+                if pair % 8:
+                    states[pair // 8].zoom_layouts.add(str(zoom.LAYOUT_CODES[pair % 8]))
+
+    def _hold(self, states: list[StreamState], codes: np.ndarray, started: np.ndarray,
+              columns: dict[str, np.ndarray]) -> None:
+        """Keep the first packets of new streams until their clock rate can be decided."""
+        waiting = np.flatnonzero(~started)
+        if waiting.size == 0:
+            return
+        order = waiting[np.argsort(codes[waiting], kind="stable")]
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        for part in np.split(order, bounds):
+            stream = states[int(codes[part[0]])]
+            stream.first_frame = stream.first_frame or int(columns["frame"][part[0]])
+            stream.pending.append({name: col[part] for name, col in columns.items()})
+            stream.pending_packets += part.size
             if stream.pending_packets >= CLOCK_PROBE_PACKETS:
                 self._start(stream)
-        else:
-            stream.accumulator.update(**part)
 
     def _start(self, stream: StreamState) -> None:
         """Decide the clock rate (SDP, static table, or inferred) and replay pending packets.
 
-        The accumulator gets the SDP's rtpmap rates per payload type, and the inferred rate only
+        The statistics get the SDP's rtpmap rates per payload type, and the inferred rate only
         when nothing else is known, so that jitter matches Wireshark's wherever it knows.
         """
         pending = {k: np.concatenate([p[k] for p in stream.pending]) for k in stream.pending[0]}
@@ -328,14 +347,17 @@ class MediaExtractor:
         stream.clock_rate, stream.clock_rate_source = self._clock_rate(stream, pending)
         sdp = self.sdp_for(stream)
         inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
-        stream.accumulator = RtpStreamAccumulator(inferred, sdp_clock_rates(sdp))
-        stream.accumulator.update(**pending)
+        stream.set_id = self.stream_set.add_stream(inferred, sdp_clock_rates(sdp))
+        self.stream_set.update(np.full(pending["frame"].size, stream.set_id), **pending)
         stream.pending, stream.pending_packets = [], 0
 
     def finish(self) -> None:
         for stream in self.streams.values():
-            if stream.accumulator is None and stream.pending:
+            if stream.set_id < 0 and stream.pending:
                 self._start(stream)
+
+    def statistics(self, stream: StreamState) -> StreamStatistics:
+        return self.stream_set.result(stream.set_id)
 
     def _clock_rate(self, stream: StreamState, packets: dict[str, np.ndarray]
                     ) -> tuple[int | None, str]:

@@ -419,7 +419,9 @@ class RtpStreamAccumulator:
 
     ``clock_rate`` is the rate (Hz) of the stream's dynamic payload types, from SDP, or None when
     unknown; ``dynamic_clock_rates`` overrides it per payload type (give 0 for
-    ``telephone-event``). Static payload types always use tshark's table.
+    ``telephone-event``). Static payload types always use tshark's table. With
+    ``keep_for_merge`` it keeps its input (16 bytes a packet) so that it can be ``merge``d into
+    a predecessor; otherwise its memory stays bounded whatever the stream's length.
     """
 
     def __init__(

@@ -11,6 +11,7 @@ buffer protocol, so the extension needs no numpy headers.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -19,6 +20,7 @@ import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
+API_VERSION = 1  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -29,6 +31,14 @@ def _load() -> ModuleType | None:
     try:
         from analyzer import _speedups
     except ImportError:
+        return None
+    if getattr(_speedups, "API_VERSION", None) != API_VERSION:
+        warnings.warn(
+            "analyzer._speedups was built from another version of analyzer/_speedups.c; "
+            "using the Python code (rebuild: pip install -e .)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return _speedups
 

@@ -362,8 +362,7 @@ def _verdict_columns(verdict: Verdict) -> dict[str, object]:
 
 def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
                 media: MediaExtractor, verdict: Verdict) -> dict[str, object]:
-    assert stream.accumulator is not None
-    stats = stream.accumulator.result()
+    stats = media.statistics(stream)
     d = stream.direction
     pt = max(stream.payload_types, key=lambda p: stream.payload_types[p])
     return {
@@ -395,47 +394,51 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
 ROLE_ORDER = ("control", "key-exchange", "media-relay", "stun", "peer", "dns", "other")
 
 
-def flow_roles(flow: pd.Series) -> set[str]:
-    """Roles the server side of one flow plays (from the flows table alone)."""
-    protocols = set(str(flow["protocols"]).split("+"))
-    media = bool(protocols & {"rtp", "srtp", "rtcp", "srtcp", "zoom"})
-    roles = set()
-    if "dns" in protocols:
-        roles.add("dns")
-    if protocols & {"tls", "quic", "sip", "whatsapp"} and flow["service"] != "other":
-        roles.add("control")
-    if flow["p2p"]:
-        roles.add("peer")
-    elif flow["key_exchange"] == "dtls-srtp":
-        roles.add("key-exchange")
-    if not flow["p2p"] and (media or "turn" in protocols):
-        roles.add("media-relay")
-    if "stun" in protocols and not roles:
-        roles.add("stun")
-    return roles or {"other"}
+def role_columns(flows: pd.DataFrame) -> pd.DataFrame:
+    """One boolean column per role the server side of each flow plays (vectorized)."""
+    protocols = flows["protocols"].astype(str)
+
+    def has(pattern: str) -> pd.Series:
+        return protocols.str.contains(pattern, regex=True)
+
+    p2p = flows["p2p"].astype(bool)
+    media = has(r"(?:^|\+)(?:s?rtp|s?rtcp|zoom)(?:\+|$)")
+    roles = pd.DataFrame(index=flows.index)
+    roles["dns"] = has(r"(?:^|\+)dns(?:\+|$)")
+    roles["control"] = has(r"(?:^|\+)(?:tls|quic|sip|whatsapp)(?:\+|$)") & (
+        flows["service"] != "other")
+    roles["peer"] = p2p
+    roles["key-exchange"] = ~p2p & (flows["key_exchange"] == "dtls-srtp")
+    roles["media-relay"] = ~p2p & (media | has(r"(?:^|\+)turn(?:\+|$)"))
+    roles["stun"] = has(r"(?:^|\+)stun(?:\+|$)") & ~roles.any(axis=1)
+    roles["other"] = ~roles.any(axis=1)
+    return roles[list(ROLE_ORDER)]
 
 
 def _servers(capture_name: str, flows: pd.DataFrame,
              names: dict[str, set[tuple[str, str]]]) -> pd.DataFrame:
-    rows = []
-    roles = flows.apply(flow_roles, axis=1) if len(flows) else pd.Series(dtype=object)
-    for ip, group in flows.groupby("server_ip", sort=True):
-        server_roles = set().union(*roles[group.index])
-        rtt = group["rtt_min_ms"].astype(float)
-        best = rtt.idxmin() if rtt.notna().any() else None
-        rows.append({
-            "capture": capture_name, "ip": ip,
-            "names": "; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ()))),
-            "roles": "+".join(r for r in ROLE_ORDER if r in server_roles),
-            "services": "+".join(sorted(set(group["service"]))),
-            "ports": "+".join(str(p) for p in sorted(set(group["server_port"]))),
-            "flows": len(group), "bytes": int((group["bytes_c2s"] + group["bytes_s2c"]).sum()),
-            "rtt_min_ms": float(rtt.min()) if best is not None else math.nan,
-            "rtt_evidence": (f"flow {group.loc[best, 'flow_id']}: {group.loc[best, 'rtt_evidence']}"
-                             if best is not None else ""),
-            "first_seen": group["first_seen"].min(), "last_seen": group["last_seen"].max(),
-        })
-    return pd.DataFrame(rows, columns=list(SERVER_BASE_COLUMNS))
+    if flows.empty:
+        return pd.DataFrame(columns=list(SERVER_BASE_COLUMNS))
+    data = flows.assign(volume=flows["bytes_c2s"] + flows["bytes_s2c"],
+                        rtt=flows["rtt_min_ms"].astype(float))
+    data = pd.concat([data, role_columns(flows)], axis=1)
+    groups = data.groupby("server_ip", sort=True)
+    out = groups.agg(flows=("flow_id", "size"), bytes=("volume", "sum"),
+                     rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
+                     last_seen=("last_seen", "max"),
+                     services=("service", lambda s: "+".join(sorted(set(s)))),
+                     ports=("server_port", lambda s: "+".join(map(str, sorted(set(s))))),
+                     **{role: (role, "any") for role in ROLE_ORDER})
+    best = data.dropna(subset=["rtt"]).sort_values(["rtt", "flow_id"]).groupby("server_ip").first()
+    evidence = "flow " + best["flow_id"].astype(str) + ": " + best["rtt_evidence"].astype(str)
+    out["rtt_evidence"] = evidence.reindex(out.index).fillna("")
+    out["roles"] = [ "+".join(r for r in ROLE_ORDER if row[r]) for _, row in
+                    out[list(ROLE_ORDER)].iterrows()]
+    out["names"] = ["; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ())))
+                    for ip in out.index]
+    out = out.reset_index().rename(columns={"server_ip": "ip"})
+    out["capture"] = capture_name
+    return out[list(SERVER_BASE_COLUMNS)]
 
 
 # ---------------------------------------------------------------------- writing

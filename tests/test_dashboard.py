@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
+import math
 import re
 import shutil
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from countryinfo import CountryInfo
 
 from analyzer.errors import ConfscopeError
 from analyzer.pipeline import Settings, analyze
@@ -362,10 +366,182 @@ def test_countries_from_installed_data() -> None:
     china, singapore = geo.country("CN"), geo.country("SGP")
     assert china is not None and china.alpha3 == "CHN" and 20 < china.lat < 45
     assert singapore is not None and singapore.alpha2 == "SG" and singapore.has_position
-    assert abs(singapore.lat - 1.35) < 1 and abs(singapore.lon - 103.8) < 1  # airports' mean
+    assert abs(singapore.lat - 1.35) < 1 and abs(singapore.lon - 103.8) < 1  # no outline
     kosovo = geo.country("XK")
     assert kosovo is not None and kosovo.name == "Kosovo"
     assert geo.country("") is None and geo.country("not a country") is None
+
+
+# ---------------------------------------------------------------------- the world topology
+# Read back with a TopoJSON decoder written here from the specification (quantized arcs,
+# delta-encoded; ~i is arc i reversed; a ring's arcs join end to start), and compared with
+# countryinfo's own GeoJSON.
+
+Point = tuple[float, float]
+BEIJING, KANSAS, MANITOBA, PARIS = (116.4, 39.9), (-98.0, 38.5), (-98.0, 55.0), (2.35, 48.86)
+BUDAPEST, BELGRADE = (19.04, 47.5), (20.46, 44.8)
+ATLANTIC, CASPIAN = (-30.0, 30.0), (50.5, 42.0)
+
+
+@pytest.fixture(scope="module")
+def topology() -> dict[str, Any]:
+    return json.loads(geo.world_topology_text())  # what the page embeds
+
+
+def decode_arcs(topology: dict[str, Any]) -> list[list[Point]]:
+    (sx, sy), (tx, ty) = topology["transform"]["scale"], topology["transform"]["translate"]
+    arcs = []
+    for arc in topology["arcs"]:
+        x = y = 0
+        points = []
+        for dx, dy in arc:
+            x, y = x + dx, y + dy
+            points.append((round(x * sx + tx, 6), round(y * sy + ty, 6)))
+        arcs.append(points)
+    return arcs
+
+
+def join_ring(arcs: list[list[Point]], refs: list[int]) -> list[Point]:
+    points: list[Point] = []
+    for ref in refs:
+        arc = arcs[ref] if ref >= 0 else arcs[~ref][::-1]
+        assert not points or points[-1] == arc[0], "arcs of a ring must join end to start"
+        points += arc if not points else arc[1:]
+    assert len(points) >= 4 and points[0] == points[-1], "a ring must close"
+    return points
+
+
+def polygons_of(geometry: dict[str, Any]) -> list[list[list[int]]]:
+    arcs = geometry["arcs"]
+    return [arcs] if geometry["type"] == "Polygon" else arcs
+
+
+def signed_area(ring: list[Point]) -> float:
+    return sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in itertools.pairwise(ring)) / 2
+
+
+def inside(point: Point, ring: list[Point]) -> bool:
+    crossings = 0
+    for (x1, y1), (x2, y2) in itertools.pairwise(ring):
+        if (y1 > point[1]) != (y2 > point[1]):
+            crossings += point[0] < x1 + (point[1] - y1) * (x2 - x1) / (y2 - y1)
+    return crossings % 2 == 1
+
+
+def in_polygons(point: Point, polygons: list[list[list[Point]]]) -> bool:
+    return any(inside(point, p[0]) and not any(inside(point, h) for h in p[1:])
+               for p in polygons)
+
+
+def decoded_countries(topology: dict[str, Any]) -> dict[str, list[list[list[Point]]]]:
+    arcs = decode_arcs(topology)
+    return {g["id"]: [[join_ring(arcs, ring) for ring in polygon] for polygon in polygons_of(g)]
+            for g in topology["objects"]["countries"]["geometries"]}
+
+
+def plotly_layers() -> set[str]:
+    """The layers plotly.js's geo draws from the topology, read from the bundled plotly.js."""
+    import plotly
+
+    bundle = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text()
+    found = re.findall(r"(?:fillLayers|lineLayers)=\{([^}]*)\}", bundle)
+    if len(found) != 2:
+        pytest.skip("this plotly.js bundle names its geo layers differently")
+    return {name.split(":")[0] for body in found for name in body.split(",")} - {"frame"}
+
+
+def test_world_topology_has_every_layer_plotly_reads(topology: dict[str, Any]) -> None:
+    layers = plotly_layers()
+    assert {"ocean", "land", "countries", "coastlines", "lakes", "rivers"} <= layers
+    assert topology["type"] == "Topology"
+    for name in layers:  # plotly.js throws on a missing one it is asked to show
+        assert topology["objects"][name]["type"] == "GeometryCollection", name
+    for name in ("countries", "land", "coastlines", "ocean"):
+        assert topology["objects"][name]["geometries"], name
+    assert len(geo.world_topology_text()) < 120_000  # the copied world_110m.json: 136,642
+
+
+def test_world_topology_outlines_follow_countryinfo(topology: dict[str, Any]) -> None:
+    countries = decoded_countries(topology)
+    for code in ("CHN", "USA", "CAN", "FRA", "BRA", "AUS", "RUS"):
+        record = next(r for r in CountryInfo.all().values()
+                      if (r.get("ISO") or {}).get("alpha3") == code and r.get("geoJSON"))
+        source = source_rings(record["geoJSON"])
+        drawn = [ring for polygon in countries[code] for ring in polygon]
+        assert drawn and all(set(ring) <= set().union(*source) for ring in drawn), code
+        big = [ring for ring in source if abs(signed_area(ring)) > 0.05]
+        assert {frozenset(r) for r in big} <= {frozenset(r) for r in drawn}, code
+    assert countries["CHN"] and in_polygons(BEIJING, countries["CHN"])
+    assert in_polygons(KANSAS, countries["USA"]) and in_polygons(MANITOBA, countries["CAN"])
+    assert not in_polygons(PARIS, countries["CHN"]) and in_polygons(PARIS, countries["FRA"])
+
+
+def source_rings(geojson: dict[str, Any]) -> list[list[Point]]:
+    """countryinfo's rings at the topology's precision (0.01 degree), repeats removed."""
+    rings = []
+    for feature in geojson["features"]:
+        geometry = feature["geometry"]
+        polygons = ([geometry["coordinates"]] if geometry["type"] == "Polygon"
+                    else geometry["coordinates"])
+        for ring in (r for polygon in polygons for r in polygon):
+            points = [(round(x, 2), round(y, 2)) for x, y in ring]
+            rings.append([p for i, p in enumerate(points) if i == 0 or p != points[i - 1]])
+    return rings
+
+
+def test_world_topology_winds_rings_as_d3_geo_reads_them(topology: dict[str, Any]) -> None:
+    """d3-geo draws a ring's inside on its right: exterior rings clockwise, holes not (a
+    wrongly wound country would cover the rest of the globe)."""
+    for code, polygons in decoded_countries(topology).items():
+        for polygon in polygons:
+            assert signed_area(polygon[0]) < 0, code
+            assert all(signed_area(hole) > 0 for hole in polygon[1:]), code
+    assert "LSO" in decoded_countries(topology)  # Lesotho, inside South Africa's hole
+
+
+def test_world_topology_shares_borders_and_keeps_coasts_apart(
+        topology: dict[str, Any]) -> None:
+    geometries = {g["id"]: g for g in topology["objects"]["countries"]["geometries"]}
+
+    def arc_ids(code: str) -> set[int]:
+        refs = [r for polygon in polygons_of(geometries[code]) for ring in polygon for r in ring]
+        return {r if r >= 0 else ~r for r in refs}
+
+    border = arc_ids("USA") & arc_ids("CAN")
+    assert border, "the US-Canada border is one arc used by both"
+    coast = {refs[0] for refs in topology["objects"]["coastlines"]["geometries"][0]["arcs"]}
+    assert not border & coast
+    assert arc_ids("USA") & coast and arc_ids("CHN") & coast
+    users: dict[int, int] = {}
+    for code in geometries:
+        for arc in arc_ids(code):
+            users[arc] = users.get(arc, 0) + 1
+    assert all(users.get(arc, 0) <= 1 for arc in coast)  # a coast is nobody's border
+
+
+def test_world_topology_land_fills_the_gaps_of_missing_outlines(
+        topology: dict[str, Any]) -> None:
+    """countryinfo has no outline for Hungary or Serbia: their place is land, not sea."""
+    arcs = decode_arcs(topology)
+    land = [[join_ring(arcs, ring) for ring in polygon]
+            for polygon in topology["objects"]["land"]["geometries"][0]["arcs"]]
+    countries = decoded_countries(topology)
+    for point in (BUDAPEST, BELGRADE):
+        assert in_polygons(point, land)
+        assert not any(in_polygons(point, p) for p in countries.values())
+    assert in_polygons(PARIS, land) and in_polygons(BEIJING, land)
+    assert not in_polygons(ATLANTIC, land) and not in_polygons(CASPIAN, land)
+    assert not geo.has_shape("HUN") and not geo.has_shape("SGP") and geo.has_shape("CHN")
+
+
+def test_countries_carry_countryinfo_centres(topology: dict[str, Any]) -> None:
+    centres = {g["id"]: g["properties"]["ct"]
+               for g in topology["objects"]["countries"]["geometries"]}
+    lat, lon = CountryInfo("China").latlng()
+    assert centres["CHN"] == [lon, lat]  # plotly.js puts a country's hover label there
+    assert all(len(c) == 2 and all(math.isfinite(v) for v in c) for c in centres.values())
+    china = geo.country("CN")
+    assert china is not None and (china.lat, china.lon) == (lat, lon)
 
 
 def test_vantage_per_capture_or_single() -> None:
@@ -409,6 +585,13 @@ def test_export_figures_says_why_without_a_browser(citizenlab: Path,
     pytest.importorskip("kaleido")
     monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
     with pytest.raises(ConfscopeError, match="BROWSER_PATH"):
+        export_figures(citizenlab)
+
+
+def test_export_figures_says_why_without_kaleido(citizenlab: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido now fails
+    with pytest.raises(ConfscopeError, match="kaleido"):
         export_figures(citizenlab)
 
 

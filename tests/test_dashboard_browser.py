@@ -83,12 +83,15 @@ class Visit:
     def figures(self) -> dict[str, dict[str, Any]]:
         return {f["id"]: f for f in self.page.evaluate(FIGURE_POINTS_JS)}
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, sections: tuple[str, ...] = ()) -> Path:
+        """The whole page, and the named sections alone (easier to look at)."""
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
+        self.page.evaluate("document.querySelector('nav').style.position = 'static'")
         self.page.screenshot(path=str(path), full_page=True)
-        for section in self.page.query_selector_all("section[id]"):
-            section.screenshot(path=str(ARTIFACTS / f"{name}-{section.get_attribute('id')}.png"))
+        for anchor in sections:
+            self.page.locator(f"section#{anchor}").screenshot(
+                path=str(ARTIFACTS / f"{name}-{anchor}.png"))
         return path
 
 
@@ -115,30 +118,41 @@ def wait_for_figures(page: Any, timeout_s: float = 20.0) -> None:
         page.wait_for_timeout(50)
 
 
+def open_page(browser: Any, path: Path) -> Visit:
+    """Load a page in a fresh context, recording requests, console and dialogs."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    seen = Visit(page)
+    page.on("request", lambda request: seen.requests.append(request.url))
+    page.on("console", lambda message: seen.console.append((message.type, message.text)))
+    page.on("pageerror", lambda error: seen.console.append(("pageerror", str(error))))
+    page.on("dialog", lambda dialog: record_dialog(seen, dialog))
+    page.add_init_script("window.alert = window.confirm = window.prompt = "
+                         "function (m) { window.__ran = (window.__ran || 0) + 1; };")
+    started = time.monotonic()
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    wait_for_figures(page)
+    seen.seconds = time.monotonic() - started
+    return seen
+
+
 @pytest.fixture
 def visit(browser: Any) -> Iterator[Any]:
-    contexts = []
+    visits: list[Visit] = []
 
-    def open_page(path: Path) -> Visit:
-        context = browser.new_context(viewport=VIEWPORT)
-        contexts.append(context)
-        page = context.new_page()
-        seen = Visit(page)
-        page.on("request", lambda request: seen.requests.append(request.url))
-        page.on("console", lambda message: seen.console.append((message.type, message.text)))
-        page.on("pageerror", lambda error: seen.console.append(("pageerror", str(error))))
-        page.on("dialog", lambda dialog: record_dialog(seen, dialog))
-        page.add_init_script("window.alert = window.confirm = window.prompt = "
-                             "function (m) { window.__ran = (window.__ran || 0) + 1; };")
-        started = time.monotonic()
-        page.goto(path.resolve().as_uri(), wait_until="load")
-        wait_for_figures(page)
-        seen.seconds = time.monotonic() - started
-        return seen
+    def open_and_keep(path: Path) -> Visit:
+        visits.append(open_page(browser, path))
+        return visits[-1]
 
-    yield open_page
-    for context in contexts:
-        context.close()
+    yield open_and_keep
+    for seen in visits:
+        seen.page.context.close()
+
+
+@pytest.fixture(scope="module")
+def report_visit(browser: Any, citizenlab: Path) -> Iterator[Visit]:
+    seen = open_page(browser, citizenlab / "report.html")
+    yield seen
+    seen.page.context.close()
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +186,10 @@ def assert_offline_and_clean(seen: Visit, path: Path) -> None:
     assert seen.dialogs == [] and seen.page.evaluate("window.__ran || 0") == 0
 
 
-def test_report_loads_offline_and_draws_every_figure(citizenlab: Path, visit: Any) -> None:
-    report = citizenlab / "report.html"
-    seen = visit(report)
-    assert_offline_and_clean(seen, report)
+def test_report_loads_offline_and_draws_every_figure(citizenlab: Path,
+                                                     report_visit: Visit) -> None:
+    seen = report_visit
+    assert_offline_and_clean(seen, citizenlab / "report.html")
     figures = seen.figures()
     assert set(figures) == {"coverage", "map", "timeline", "quality"}
     for name, figure in figures.items():
@@ -189,12 +203,12 @@ def test_report_loads_offline_and_draws_every_figure(citizenlab: Path, visit: An
     verdict = seen.page.inner_text("#verdict")
     assert KEY_SERVER in verdict and "Key and control servers" in verdict
     assert KEY_SERVER in seen.page.inner_text("#servers")
-    seen.screenshot("report")
+    seen.screenshot("report", tuple(anchor for anchor, _ in NAV))
     print(f"report opened and drawn in {seen.seconds:.2f} s")
 
 
-def test_map_draws_countries_and_markers(citizenlab: Path, visit: Any) -> None:
-    seen = visit(citizenlab / "report.html")
+def test_map_draws_countries_and_markers(report_visit: Visit) -> None:
+    seen = report_visit
     has_geo = seen.page.evaluate(
         "document.getElementById('fig-map').data.some(t => t.type === 'choropleth')")
     if not has_geo:
@@ -202,8 +216,38 @@ def test_map_draws_countries_and_markers(citizenlab: Path, visit: Any) -> None:
     countries = seen.page.query_selector_all("#fig-map .choroplethlocation")
     assert len(countries) >= 2  # US and China shaded
     assert len(seen.page.query_selector_all("#fig-map .scattergeo .point")) >= 2
-    land = seen.page.query_selector_all("#fig-map .countries path, #fig-map .land path")
-    assert land, "the world outline was not drawn (topojson missing?)"
+    layers = seen.page.evaluate(BASE_LAYERS_JS)
+    for name in ("countries", "land", "coastlines"):  # drawn from the embedded topology
+        assert layers[name] and layers[name]["length"] > 5000, (name, layers[name])
+    assert layers["ocean"]["width"] >= layers["land"]["width"] * 0.98, layers  # the globe
+    label = hover_country(seen.page, "CHN")  # the hover label sits at the topology's `ct`
+    assert "China" in label and "flagged country" in label, label
+    assert seen.errors() == [] and seen.requests[1:] == []
+
+
+# Per base layer of the map: the length of its SVG path and the size it covers.
+BASE_LAYERS_JS = """
+() => Object.fromEntries(['ocean', 'land', 'countries', 'coastlines'].map(name => {
+  const path = document.querySelector('#fig-map .layer.' + name + ' path');
+  if (!path) { return [name, null]; }
+  const box = path.getBBox();
+  return [name, {length: (path.getAttribute('d') || '').length, width: box.width,
+                 height: box.height}];
+}))
+"""
+
+
+def hover_country(page: Any, code: str) -> str:
+    """Hover over a shaded country, away from its centre marker; return the label's text."""
+    shapes = page.query_selector_all("#fig-map .choroplethlocation")
+    codes = [shape.evaluate("e => e.__data__ && e.__data__.loc") for shape in shapes]
+    shape = shapes[codes.index(code)]
+    shape.scroll_into_view_if_needed()
+    box = shape.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
+    page.wait_for_timeout(200)
+    return str(page.evaluate("Array.from(document.querySelectorAll('#fig-map .hovertext'))"
+                             ".map(e => e.textContent).join(' | ')"))
 
 
 def test_hostile_capture_runs_nothing(tmp_path: Path, visit: Any) -> None:
@@ -224,7 +268,7 @@ def test_hostile_capture_runs_nothing(tmp_path: Path, visit: Any) -> None:
     assert any("alert(1)" in label for label in labels) or labels == [], labels
     assert page.evaluate("window.__ran || 0") == 0 and seen.dialogs == []
     assert seen.errors() == []
-    seen.screenshot("hostile")
+    seen.screenshot("hostile", ("verdict", "servers", "traffic"))
 
 
 def test_compare_loads_offline(citizenlab: Path, tmp_path: Path, visit: Any) -> None:

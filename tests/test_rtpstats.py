@@ -44,7 +44,7 @@ def feed(
     clock_rate: int | None = None,
     dynamic_clock_rates: Mapping[int, int] | None = None,
 ) -> RtpStreamAccumulator:
-    accumulator = RtpStreamAccumulator(clock_rate, dynamic_clock_rates)
+    accumulator = RtpStreamAccumulator(clock_rate, dynamic_clock_rates, keep_for_merge=True)
     for low, high in itertools.pairwise((0, *splits, len(packets))):
         update(accumulator, packets, low, high)
     return accumulator
@@ -454,7 +454,7 @@ def test_parse_tshark_rtp_streams() -> None:
 def test_the_accumulator_keeps_its_own_copy_of_the_columns() -> None:
     packets = adversarial_stream(5, 300)
     arrivals = np.array([p.arrival_s for p in packets[100:]])
-    later = RtpStreamAccumulator(None)
+    later = RtpStreamAccumulator(None, keep_for_merge=True)
     later.update(
         frame=np.arange(101, 301),
         arrival_s=arrivals,

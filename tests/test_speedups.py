@@ -30,6 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import analyzer
 from analyzer import speedups
 from analyzer.capture.formats import (
     MAX_PACKET,
@@ -281,7 +282,8 @@ def scenarios(draw: st.DrawFn) -> tuple[list[StreamSetup], list[Packet], tuple[i
     kinds = draw(st.lists(st.sampled_from(range(len(SETUPS))), min_size=len(counts),
                           max_size=len(counts)))
     rng = random.Random(seed)
-    streams = [random_stream(rng, i, n, k) for i, (n, k) in enumerate(zip(counts, kinds))]
+    shapes = enumerate(zip(counts, kinds, strict=True))
+    streams = [random_stream(rng, i, n, k) for i, (n, k) in shapes]
     packets = interleave(rng, streams)
     cut_points = draw(st.lists(st.integers(1, max(1, len(packets) - 1)), max_size=8))
     setups = [SETUPS[k][0] for k in kinds]
@@ -305,6 +307,48 @@ def test_c_loop_numpy_and_reference_agree(
         assert_same(got, vectorized)
         frames = [n + 1 for n, p in enumerate(packets) if p.stream == index]
         assert (got.first_frame, got.last_frame) == (frames[0], frames[-1])
+
+
+def capture_of(packets: list[Packet]) -> bytes:
+    """A pcap (microseconds) of IPv4/UDP frames carrying the packets as RTP to port 40000."""
+    out = struct.pack("<IHHiIII", PCAP_MAGIC_NUMBER[False], 2, 4, 0, 0, 65535, 1)
+    for p in packets:
+        rtp = struct.pack("!BBHII", 0x80, p.marker << 7 | p.pt, p.seq, p.ts, p.stream + 1)
+        udp = struct.pack("!HHHH", 20000 + 2 * p.stream, 40000, 8 + p.size, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + p.size, 0, 0, 64, 17, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        frame = bytes(12) + b"\x08\x00" + ip + udp + rtp + bytes(p.size - 12)
+        sec, usec = divmod(round(p.arrival_s * 1e6), 10**6)
+        out += struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame
+    return out
+
+
+@needs_extension
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_interleaved_streams_match_tshark(tmp_path: Path) -> None:
+    rng = random.Random(2026)
+    streams = [random_stream(rng, i, rng.randrange(50, 800), i % 5) for i in range(8)]
+    packets = interleave(rng, streams)
+    packets = [replace(p, arrival_s=round(p.arrival_s, 6)) for p in packets]  # as pcap stores
+    path = tmp_path / "interleaved.pcap"
+    path.write_bytes(capture_of(packets))
+    command = ["tshark", "-r", str(path), "-d", "udp.port==40000,rtp", "-q", "-z", "rtp,streams"]
+    rows = parse_tshark_rtp_streams(subprocess.run(command, capture_output=True, text=True,
+                                                   check=True).stdout)
+    results = run_set(True, [SETUPS[i % 5][0] for i in range(8)], packets, (1000, 2500))
+    assert sorted(row["ssrc"] for row in rows) == list(range(1, 9))
+    for row in rows:
+        ours = results[row["ssrc"] - 1]
+        assert ours is not None
+        assert (ours.packets, ours.lost, ours.problem) == (row["packets"], row["lost"],
+                                                           row["problem"])
+        for kind in ("delta", "jitter"):  # tshark prints 3 decimals, -1 / 0 when nothing counted
+            if row[f"min_{kind}_ms"] == -1.0:
+                assert getattr(ours, f"{kind}_min_ms") is None
+                continue
+            for stat in ("min", "mean", "max"):
+                value = getattr(ours, f"{kind}_{stat}_ms")
+                assert value == pytest.approx(row[f"{stat}_{kind}_ms"], abs=0.0015), (kind, stat)
 
 
 @pytest.mark.parametrize("start_seq", [0, 40_000])
@@ -422,7 +466,8 @@ def test_state_rows_do_not_grow_with_the_stream() -> None:
 def test_accumulator_keeps_columns_only_when_asked() -> None:
     packets = random_stream(random.Random(5), 0, 300, 0)
     batch = {k: v for k, v in columns(packets, 1).items() if k != "stream_id"}
-    plain, kept, earlier = (RtpStreamAccumulator(None, keep_for_merge=k) for k in (0, 1, 1))
+    plain = RtpStreamAccumulator(None)
+    kept, earlier = (RtpStreamAccumulator(None, keep_for_merge=True) for _ in range(2))
     plain.update(**batch)
     kept.update(**batch)
     assert plain._batches == [] and len(kept._batches) == 1
@@ -462,6 +507,16 @@ def test_pure_python_switch() -> None:
         StreamSet(native=True) if not speedups.HAVE_SPEEDUPS else _forced_off()
 
 
+def test_a_build_of_another_version_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = type(sys)("analyzer._speedups")
+    stale.API_VERSION = speedups.API_VERSION + 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "analyzer._speedups", stale)
+    monkeypatch.setattr(analyzer, "_speedups", stale, raising=False)
+    monkeypatch.delenv(speedups.PURE_PYTHON_VARIABLE, raising=False)
+    with pytest.warns(RuntimeWarning, match="another version"):
+        assert speedups._load() is None
+
+
 def _forced_off() -> None:
     saved = speedups.native
     speedups.native = None
@@ -479,7 +534,7 @@ def using(native: bool) -> Any:
     return pytest.MonkeyPatch.context() if native else _pure_python()
 
 
-class _pure_python:  # noqa: N801 (used like a function)
+class _pure_python:  # used like a function
     def __enter__(self) -> None:
         self.saved, speedups.native = speedups.native, None
 
@@ -494,7 +549,7 @@ def outcome(walker: Walker, data: bytes, start: int, chunk: int) -> tuple[Any, .
     while True:  # like the reader: the unfinished tail plus the next chunk
         end = min(len(data), end + chunk)
         result = walker.walk(data[base:end], pos - base)
-        part = RecordArrays.join([result.records])
+        part = RecordArrays.join([result.records])  # lists (Python walkers) to arrays
         parts.append(replace(part, data_offset=part.data_offset + base))  # offsets in the file
         pos, error = base + result.stop, result.error
         if error or end == len(data):
@@ -555,7 +610,7 @@ def test_pcap_walkers_agree(
     tick = 1 if nanoseconds else 1000
     whole = [r for r in itertools.takewhile(lambda r: r[2] <= MAX_PACKET, records)]
     expected_offsets = list(itertools.accumulate((16 + r[2] for r in whole), initial=24 + 16))
-    kept = [(o, r) for o, r in zip(expected_offsets, whole) if o + r[2] <= len(data)]
+    kept = [(o, r) for o, r in zip(expected_offsets, whole, strict=False) if o + r[2] <= len(data)]
     assert offsets == [o for o, _ in kept] and caplens == [r[2] for _, r in kept]
     assert wirelens == [r[3] for _, r in kept]
     assert stamps == [r[0] * 10**9 + r[1] * tick for _, r in kept]
@@ -582,77 +637,127 @@ class Interface:
     tsoffset: int | None  # if_tsoffset, seconds
 
 
-def section_blocks(
-    endian: str, interfaces: list[Interface], items: list[tuple[Any, ...]]
-) -> bytes:
-    out = block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
-    for iface in interfaces:
-        options = b""
-        if iface.tsresol is not None:
-            options += option(endian, 9, bytes([iface.tsresol]))
-        if iface.tsoffset is not None:
-            options += option(endian, 14, struct.pack(endian + "q", iface.tsoffset))
-        body = struct.pack(endian + "HHI", iface.linktype, 0, iface.snaplen)
-        out += block(endian, 1, body + options + option(endian, 0, b""))
-    for kind, *args in items:
-        out += item_block(endian, kind, *args)
-    return out
+def section_header(endian: str) -> bytes:
+    return block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def interface_block(endian: str, iface: Interface) -> bytes:
+    options = b""
+    if iface.tsresol is not None:
+        options += option(endian, 9, bytes([iface.tsresol]))
+    if iface.tsoffset is not None:
+        options += option(endian, 14, struct.pack(endian + "q", iface.tsoffset))
+    body = struct.pack(endian + "HHI", iface.linktype, 0, iface.snaplen)
+    return block(endian, 1, body + options + option(endian, 0, b""))
+
+
+def section_blocks(endian: str, interfaces: list[Interface], items: list[tuple[Any, ...]]) -> bytes:
+    out = section_header(endian) + b"".join(interface_block(endian, i) for i in interfaces)
+    return out + b"".join(item_block(endian, *item) for item in items)
 
 
 def item_block(endian: str, kind: str, iface: int, units: int, size: int, wirelen: int,
                other_type: int, damage: int) -> bytes:
-    data, hi, lo = bytes(range(size % 256)) * (size // 256 + 1), units >> 32, units & 0xFFFFFFFF
-    data = data[:size]
+    """A packet block (EPB, OPB, SPB) or another block; ``damage`` inflates the caplen field
+    (EPB, OPB) or the trailing length (SPB)."""
+    data, hi, lo = (bytes(range(256)) * (size // 256 + 1))[:size], units >> 32, units & 0xFFFFFFFF
     if kind == "epb":
         body = struct.pack(endian + "IIIII", iface, hi, lo, size + damage, wirelen) + data
         return block(endian, 6, body)
-    if kind == "opb":
-        body = struct.pack(endian + "HHIIII", iface, 0, hi, lo, size + damage, wirelen) + data
+    if kind == "opb":  # the drops count set, so that the 16-bit interface id matters
+        body = struct.pack(endian + "HHIIII", iface, 0x0101, hi, lo, size + damage, wirelen) + data
         return block(endian, 2, body)
     if kind == "spb":
         return block(endian, 3, struct.pack(endian + "I", wirelen) + data, damage)
     return block(endian, other_type, data)  # NRB, ISB, a frame block, unknown
 
 
-interfaces_st = st.lists(
-    st.builds(
-        Interface,
-        linktype=st.sampled_from([1, 101, 113, 228]),
-        snaplen=st.sampled_from([0, 64, 65535, MAX_PACKET + 10]),
-        tsresol=st.none() | st.sampled_from([3, 6, 9, 0, 12, 30, 0x80 | 20, 0x80, 0x80 | 64,
-                                             0x80 | 127]),
-        tsoffset=st.none() | st.sampled_from([0, 1, -1, 1_700_000_000, 2**62, -(2**62)]),
-    ),
-    max_size=3,
-)
-items_st = st.lists(
-    st.tuples(
-        st.sampled_from(["epb", "epb", "epb", "opb", "spb", "other"]),
-        st.integers(0, 3),  # interface id, sometimes never described
-        st.integers(0, 2**64 - 1) | st.integers(0, 2**40),  # timestamp units
-        st.integers(0, 90),  # captured bytes
-        st.integers(0, 2**32 - 1),  # original length
-        st.sampled_from([4, 5, 0xBAD, 0x40000BAD, 0x12345, 0x204]),  # for "other"
-        st.sampled_from([0, 0, 0, 0, 0, 0, 0, 0, 4, MAX_PACKET]),  # damage: caplen or trailer
-    ),
-    max_size=12,
-)
+TSRESOL = [None, 6, 9, 3, 0, 12, 28, 30, 0x80 | 20, 0x80 | 30, 0x80, 0x80 | 64, 0x80 | 127]
+TSOFFSET = [None, 0, 5, -5, 1_700_000_000, 2**33, 2**62, -(2**62)]
+OTHER_BLOCKS = [4, 5, 0xBAD, 0x40000BAD, 0x12345, 0x204]
+
+
+def random_interface(rng: random.Random) -> Interface:
+    snaplen = rng.choice([0, 64, 1500, 65535, MAX_PACKET + 10])
+    return Interface(rng.choice([1, 101, 113]), snaplen, rng.choice(TSRESOL), rng.choice(TSOFFSET))
+
+
+def random_units(rng: random.Random, iface: Interface | None) -> int:
+    """Timestamp units: realistic, anything, or at the edge of int64 nanoseconds."""
+    roll = rng.random()
+    if roll < 0.6:
+        return rng.randrange(2**62)
+    if roll < 0.8 or iface is None or iface.tsresol is None or iface.tsresol & 0x80:
+        return rng.randrange(2**64)
+    exponent = iface.tsresol
+    per_unit = 10 ** (9 - exponent) if exponent <= 9 else 1
+    edge = (2**63 - 1 - 10**9 * (iface.tsoffset or 0)) // per_unit
+    return min(max(edge + rng.randrange(-3, 4), 0), 2**64 - 1)
+
+
+def random_item(rng: random.Random, interfaces: list[Interface]) -> tuple[Any, ...]:
+    kind = rng.choices(["epb", "opb", "spb", "other"], [60, 10, 15, 8])[0]
+    iface = rng.randrange(len(interfaces) + 1) if rng.random() < 0.01 else 0
+    iface = rng.randrange(len(interfaces)) if interfaces and not iface else iface
+    size = rng.randrange(0, 200)
+    wirelen = size + rng.randrange(0, 80) if rng.random() < 0.9 else rng.randrange(2**32)
+    damage = rng.choice([4, MAX_PACKET]) if rng.random() < 0.004 else 0
+    units = random_units(rng, interfaces[iface] if iface < len(interfaces) else None)
+    return (kind, iface, units, size, wirelen, rng.choice(OTHER_BLOCKS), damage)
+
+
+def random_pcapng(rng: random.Random) -> bytes:
+    """Sections of either byte order, with interfaces (some described after packets, some
+    sections with none), packet and other blocks, occasional damage, sometimes cut short."""
+    out = b""
+    for _ in range(rng.randrange(1, 4)):
+        endian = rng.choice("<>")
+        count = rng.choices([0, 1, 2, 4], [1, 12, 5, 3])[0]
+        interfaces = [random_interface(rng) for _ in range(count)]
+        out += section_header(endian) + b"".join(interface_block(endian, i) for i in interfaces)
+        for _ in range(rng.randrange(0, 80)):
+            if rng.random() < 0.03:
+                interfaces.append(random_interface(rng))
+                out += interface_block(endian, interfaces[-1])
+            out += item_block(endian, *random_item(rng, interfaces))
+    return out[: len(out) - rng.choice([0, 0, 0, 1, 4, 13])]
 
 
 @needs_extension
-@settings(max_examples=150, deadline=None)
-@given(
-    sections=st.lists(st.tuples(st.sampled_from("<>"), interfaces_st, items_st), min_size=1,
-                      max_size=3),
-    cut=st.integers(0, 30),
-    chunk=st.integers(12, 3000),
-)
-def test_pcapng_walkers_agree(
-    sections: list[tuple[str, list[Interface], list[tuple[Any, ...]]]], cut: int, chunk: int
-) -> None:
-    data = b"".join(section_blocks(*section) for section in sections)
-    data = data[: max(12, len(data) - cut)]
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 2**32), chunk=st.sampled_from([12, 100, 1000, 1 << 20]))
+def test_pcapng_walkers_agree(seed: int, chunk: int) -> None:
+    data = random_pcapng(random.Random(seed))
     both_ways(lambda: PcapngWalker(data[:12]), data, 0, chunk)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32), flips=st.lists(st.tuples(st.integers(0), st.binary(
+    min_size=1, max_size=4)), min_size=1, max_size=6))
+def test_damaged_pcapng_walks_the_same(seed: int, flips: list[tuple[int, bytes]]) -> None:
+    data = bytearray(random_pcapng(random.Random(seed)))
+    for position, value in flips:
+        at = position % max(len(data), 1)
+        data[at : at + len(value)] = value
+    both_ways(lambda: PcapngWalker(bytes(data[:12])), bytes(data), 0)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(head=st.sampled_from([b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d"]), body=st.binary())
+def test_random_pcap_bytes_walk_the_same(head: bytes, body: bytes) -> None:
+    data = head + bytes(20) + body
+    both_ways(lambda: PcapWalker(data[:24]), data, 24)
+
+
+@needs_extension
+def test_packets_above_the_record_limit_stop_the_walk() -> None:
+    iface = Interface(1, 0, None, None)
+    for size in (MAX_PACKET, MAX_PACKET + 4):
+        data = section_blocks("<", [iface], [("epb", 0, 1, size, size, 0, 0)] * 2)
+        *records, _, error, _ = both_ways(lambda d=data: PcapngWalker(d[:12]), data, 0)
+        assert (len(records[0]), bool(error)) == ((2, False) if size == MAX_PACKET else (0, True))
 
 
 @needs_extension
@@ -663,7 +768,7 @@ def test_pcapng_timestamps_follow_the_interface_resolution() -> None:
     items = [("epb", i, u, 10, 10, 0, 0) for i, (_, u) in enumerate(shapes)]
     items.append(("spb", 0, 0, 10, 10, 0, 0))
     data = section_blocks(">", interfaces, items)
-    offsets, caplens, wirelens, stamps, linktypes, stop, error, found = both_ways(
+    _, caplens, wirelens, stamps, _, stop, error, found = both_ways(
         lambda: PcapngWalker(data[:12]), data, 0
     )
     assert (stop, error, caplens, wirelens) == (len(data), "", [10] * 4, [10] * 4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,7 @@ PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 BYTE_SWAPPED_MAGIC = 0x4D3C2B1A
 MAX_PACKET = 262_144  # Wireshark's limit for one record
 MAX_BLOCK = 16 * 1024 * 1024
+ByteData = bytes | bytearray | memoryview  # what the walkers read from
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # pcapng block types and the fixed fields of their bodies (after type and length)
@@ -78,7 +80,7 @@ class RecordArrays:
     linktype: npt.NDArray[np.int64]
 
     @staticmethod
-    def join(parts: list[RecordColumns | RecordArrays]) -> RecordArrays:
+    def join(parts: Sequence[RecordColumns | RecordArrays]) -> RecordArrays:
         names = ("data_offset", "caplen", "wirelen", "ts_ns", "linktype")
         return RecordArrays(*(
             np.concatenate([np.asarray(getattr(p, n), dtype=np.int64) for p in parts])
@@ -101,7 +103,7 @@ class Walker(Protocol):
     @property
     def timestamp_resolution(self) -> str: ...
 
-    def walk(self, buf: bytes, start: int) -> WalkResult: ...
+    def walk(self, buf: ByteData, start: int) -> WalkResult: ...
 
 
 def sniff_format(head: bytes) -> str:
@@ -150,7 +152,7 @@ class PcapWalker:
     def header_size() -> int:
         return 24
 
-    def walk(self, buf: bytes, start: int) -> WalkResult:
+    def walk(self, buf: ByteData, start: int) -> WalkResult:
         if speedups.enabled():
             return self._walk_native(buf, start)
         cols = RecordColumns()
@@ -172,7 +174,7 @@ class PcapWalker:
         cols.linktype = [self.linktype] * len(offsets)
         return WalkResult(cols, pos, error)
 
-    def _walk_native(self, buf: bytes, start: int) -> WalkResult:
+    def _walk_native(self, buf: ByteData, start: int) -> WalkResult:
         big_endian, tick = self.endian == ">", self.ns_per_tick
         columns, stop, too_large = speedups.walk_pcap(buf, start, big_endian, tick, MAX_PACKET)
         offsets, caplens, wirelens, stamps = columns
@@ -221,12 +223,12 @@ class PcapngWalker:
         """The interfaces' timestamp units, e.g. 'us' or 'ns' or 'us,ns'."""
         return ",".join(sorted(resolution_name(*r) for r in self.resolutions or {(10, 6)}))
 
-    def walk(self, buf: bytes, start: int) -> WalkResult:
+    def walk(self, buf: ByteData, start: int) -> WalkResult:
         if speedups.enabled():
             return self._walk_native(buf, start)
         return self._walk_blocks(buf, start)
 
-    def _walk_native(self, buf: bytes, start: int) -> WalkResult:
+    def _walk_native(self, buf: ByteData, start: int) -> WalkResult:
         """C walks the packet blocks; Python handles each other block, and any damage."""
         parts: list[RecordColumns | RecordArrays] = []
         pos = start
@@ -244,7 +246,7 @@ class PcapngWalker:
         rows = [(i.linktype, i.snaplen, *i.resolution, i.offset_ns) for i in self.interfaces]
         return speedups.interface_table(rows)
 
-    def _walk_blocks(self, buf: bytes, start: int, max_blocks: int = sys.maxsize) -> WalkResult:
+    def _walk_blocks(self, buf: ByteData, start: int, max_blocks: int = sys.maxsize) -> WalkResult:
         cols, pos, size, blocks = RecordColumns(), start, len(buf), 0
         while pos + 12 <= size and blocks < max_blocks:
             block_type, block_len = self._block_header(buf, pos)
@@ -262,7 +264,7 @@ class PcapngWalker:
             pos, blocks = pos + block_len, blocks + 1
         return WalkResult(cols, pos)
 
-    def _block_header(self, buf: bytes, pos: int) -> tuple[int, int]:
+    def _block_header(self, buf: ByteData, pos: int) -> tuple[int, int]:
         if buf[pos : pos + 4] == PCAPNG_SHB:  # each section declares its own byte order
             magic = struct.unpack_from("<I", buf, pos + 8)[0]
             if magic not in (PCAPNG_BYTE_ORDER_MAGIC, BYTE_SWAPPED_MAGIC):
@@ -271,13 +273,13 @@ class PcapngWalker:
         block_type, block_len = struct.unpack_from(self.endian + "II", buf, pos)
         return block_type, block_len
 
-    def _check_trailer(self, buf: bytes, pos: int, blen: int) -> str:
+    def _check_trailer(self, buf: ByteData, pos: int, blen: int) -> str:
         (trailer,) = struct.unpack_from(self.endian + "I", buf, pos + blen - 4)
         if trailer != blen:
             return f"pcapng block lengths disagree ({blen} at the start, {trailer} at the end)"
         return ""
 
-    def _block(self, buf: bytes, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
+    def _block(self, buf: ByteData, pos: int, btype: int, blen: int, cols: RecordColumns) -> str:
         body = memoryview(buf)[pos + 8 : pos + blen - 4]
         layout = BLOCK_BODY.get(btype)
         if btype in FRAME_BLOCKS:

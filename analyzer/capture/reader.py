@@ -18,10 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from analyzer.capture.batch import CaptureInfo, Damage, PacketBatch
-from analyzer.capture.formats import PcapngWalker, PcapWalker, Walker, WalkResult, sniff_format
+from analyzer.capture.formats import (
+    MAX_BLOCK,
+    PcapngWalker,
+    PcapWalker,
+    Walker,
+    WalkResult,
+    sniff_format,
+)
 from analyzer.errors import CaptureFormatError, ConfscopeError
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+CARRY_ROOM = MAX_BLOCK + 65_536  # room for the largest record left unfinished by a chunk
 MIN_CHUNK_BYTES = 4096
 GZIP_MAGIC = b"\x1f\x8b"
 _READ_ERRORS = (EOFError, zlib.error, OSError)  # gzip.BadGzipFile is an OSError
@@ -76,6 +84,23 @@ def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
     return b"".join(parts), ""
 
 
+def read_into(stream: io.BufferedIOBase, target: memoryview) -> tuple[int, str]:
+    """Fill `target` as far as the stream goes; (bytes read, why it broke or '').
+
+    One `readinto1` at a time, so an error in compressed data keeps what came before it.
+    """
+    done = 0
+    while done < len(target):
+        try:
+            got = stream.readinto1(target[done:])
+        except _READ_ERRORS as exc:
+            return done, f"{type(exc).__name__}: {exc}"
+        if not got:
+            break
+        done += got
+    return done, ""
+
+
 class CaptureReader:
     """Iterate over the packets of one capture file in batches."""
 
@@ -107,27 +132,37 @@ class CaptureReader:
             raise CaptureFormatError(f"{self.path}: {exc}") from None
 
     def _walk_chunks(
-        self, stream: io.BufferedIOBase, walker: Walker, carry: bytes, start: int
+        self, stream: io.BufferedIOBase, walker: Walker, head: bytes, start: int
     ) -> Iterator[PacketBatch]:
-        file_offset = 0  # offset of carry[0] in the (decompressed) capture
+        """Read into one reused buffer: the unfinished record is moved to its front each time.
+
+        A batch's arrays point into the buffer, so each batch must be finished with before the
+        next is asked for (the pipeline works batch by batch and copies what it keeps).
+        """
+        buffer = bytearray(self.chunk_bytes + CARRY_ROOM)
+        view = memoryview(buffer)
+        carried = len(head)
+        buffer[:carried] = head
+        file_offset = 0  # offset of buffer[0] in the (decompressed) capture
         eof, read_error = False, ""
         while not eof:
-            chunk, read_error = read_upto(stream, self.chunk_bytes)
-            eof = bool(read_error) or len(chunk) < self.chunk_bytes
-            buf = carry + chunk
-            result = walker.walk(buf, start)
+            got, read_error = read_into(stream, view[carried : carried + self.chunk_bytes])
+            eof = bool(read_error) or got < self.chunk_bytes
+            end = carried + got
+            result = walker.walk(view[:end], start)
             self._note_walker(walker)
             if len(result.records.data_offset):
-                yield self._to_batch(buf, result)
+                yield self._to_batch(view[:end], result)
             if result.error:
                 self._damage(file_offset + result.stop, result.error)
                 return
             file_offset += result.stop
-            carry, start = buf[result.stop :], 0
+            carried, start = end - result.stop, 0
+            buffer[:carried] = view[result.stop : end]
         if read_error:
             self._damage(file_offset, f"{self._read_problem()} ({read_error})")
-        elif carry:
-            self._damage(file_offset, f"capture ends inside a record ({len(carry)} bytes left)")
+        elif carried:
+            self._damage(file_offset, f"capture ends inside a record ({carried} bytes left)")
 
     def _read_problem(self) -> str:
         return "compressed data is damaged" if self.info.compressed else "read error"
@@ -142,7 +177,7 @@ class CaptureReader:
             frame = self.info.packets + 1
             self.info.damage = Damage(frame=frame, file_offset=file_offset, reason=reason)
 
-    def _to_batch(self, buf: bytes, result: WalkResult) -> PacketBatch:
+    def _to_batch(self, buf: memoryview, result: WalkResult) -> PacketBatch:
         rec = result.records
         count = len(rec.data_offset)
         first = self.info.packets + 1

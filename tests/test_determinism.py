@@ -1,0 +1,51 @@
+"""Results are identical whatever --jobs and chunk size (issue: performance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analyzer.pipeline import Settings, analyze
+from bench.make_capture import Config, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = [ROOT / "captures" / n for n in ("zoom_meeting.pcap", "webrtc_call.pcapng",
+                                           "sip_sdes.pcap", "teams_turn.pcap")]
+
+
+@pytest.fixture(scope="module")
+def mixed_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30,000-packet benchmark-style capture: hundreds of flows and streams interleaved."""
+    path = tmp_path_factory.mktemp("bench") / "mixed.pcap"
+    generate(Config(out=path, packets=30_000, size=None, seed=7, calls=60))
+    return path
+
+
+def tables_of(paths: list[Path], chunk_bytes: int, jobs: int) -> dict[str, pd.DataFrame]:
+    settings = Settings(chunk_bytes=chunk_bytes, jobs=jobs, hash_captures=False)
+    return analyze(paths, settings).tables
+
+
+def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=False, rtol=1e-9,
+                                      obj=name)
+
+
+@pytest.mark.parametrize("chunk_bytes", [4096, 65_536, 1 << 20])
+def test_chunk_size_does_not_change_results(mixed_capture: Path, chunk_bytes: int) -> None:
+    reference = tables_of([mixed_capture], 64 << 20, 1)
+    assert len(reference["streams"]) > 50 and len(reference["flows"]) > 100
+    assert_same(reference, tables_of([mixed_capture], chunk_bytes, 1))
+
+
+def test_jobs_do_not_change_results(mixed_capture: Path) -> None:
+    paths = [mixed_capture, *SAMPLES]
+    assert_same(tables_of(paths, 1 << 20, 1), tables_of(paths, 1 << 20, 2))
+
+
+def test_small_chunks_on_every_sample() -> None:
+    assert_same(tables_of(SAMPLES, 64 << 20, 1), tables_of(SAMPLES, 4096, 2))
