@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 
 from analyzer import FORMAT_VERSION, __version__, findings
-from analyzer.capture.batch import CaptureInfo
+from analyzer.capture.batch import CaptureInfo, PacketBatch
 from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
 from analyzer.facts import CaptureFacts
 from analyzer.flows import FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
-from analyzer.packets import decode_batch
+from analyzer.packets import PacketColumns, decode_batch
+from analyzer.readahead import ReadAhead
 from analyzer.tables import build_tables
 from analyzer.timeline import Timeline
 
@@ -91,14 +92,20 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
 
 def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
                   progress: Progress | None) -> CaptureResult:
-    reader = CaptureReader(path, settings.chunk_bytes)
+    threads = settings.jobs or os.cpu_count() or 1
+    # with the read-ahead thread, up to two batches are alive besides the one being filled
+    reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1)
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
     fragments = 0
     timeline = Timeline()
-    for batch in reader.batches():
-        cols = decode_batch(batch)
+    def decoded() -> Iterator[tuple[PacketBatch, PacketColumns]]:
+        for batch in reader.batches():
+            yield batch, decode_batch(batch)
+
+    stream = ReadAhead(decoded) if threads > 1 else decoded()
+    for batch, cols in stream:
         fragments += int(np.count_nonzero(cols.fragment))
         assign = flows.update(cols)
         inspector.process(batch, cols, assign)

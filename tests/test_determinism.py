@@ -49,3 +49,9 @@ def test_jobs_do_not_change_results(mixed_capture: Path) -> None:
 
 def test_small_chunks_on_every_sample() -> None:
     assert_same(tables_of(SAMPLES, 64 << 20, 1), tables_of(SAMPLES, 4096, 2))
+
+
+def test_read_ahead_thread_gives_the_same_tables(mixed_capture: Path) -> None:
+    """--jobs 2 on one capture reads and decodes on a second thread (three rotating buffers)."""
+    for chunk in (65_536, 1 << 20):
+        assert_same(tables_of([mixed_capture], chunk, 1), tables_of([mixed_capture], chunk, 2))

@@ -104,9 +104,11 @@ def read_into(stream: io.BufferedIOBase, target: memoryview) -> tuple[int, str]:
 class CaptureReader:
     """Iterate over the packets of one capture file in batches."""
 
-    def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 buffers: int = 1):
         self.path = Path(path)
         self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
+        self.buffers = max(buffers, 1)
         self.info = CaptureInfo(path=str(self.path))
 
     def batches(self) -> Iterator[PacketBatch]:
@@ -134,16 +136,19 @@ class CaptureReader:
     def _walk_chunks(
         self, stream: io.BufferedIOBase, walker: Walker, head: bytes, start: int
     ) -> Iterator[PacketBatch]:
-        """Read into one reused buffer: the unfinished record is moved to its front each time.
+        """Read into a ring of `buffers` reused buffers; the unfinished record moves to the
+        front of the next one.
 
-        A batch's arrays point into the buffer, so each batch must be finished with before the
-        next is asked for (the pipeline works batch by batch and copies what it keeps).
+        A batch's arrays point into its buffer, which is refilled `buffers` batches later: a
+        consumer may hold at most `buffers - 1` batches at a time (the pipeline holds one, or
+        two with the read-ahead thread) and copies whatever it keeps.
         """
-        buffer = bytearray(self.chunk_bytes + CARRY_ROOM)
-        view = memoryview(buffer)
+        ring = [bytearray(self.chunk_bytes + CARRY_ROOM) for _ in range(self.buffers)]
+        turn = 0
+        view = memoryview(ring[0])
         carried = len(head)
-        buffer[:carried] = head
-        file_offset = 0  # offset of buffer[0] in the (decompressed) capture
+        view[:carried] = head
+        file_offset = 0  # offset of view[0] in the (decompressed) capture
         eof, read_error = False, ""
         while not eof:
             got, read_error = read_into(stream, view[carried : carried + self.chunk_bytes])
@@ -158,7 +163,10 @@ class CaptureReader:
                 return
             file_offset += result.stop
             carried, start = end - result.stop, 0
-            buffer[:carried] = view[result.stop : end]
+            turn = (turn + 1) % len(ring)
+            following = memoryview(ring[turn])
+            following[:carried] = view[result.stop : end]
+            view = following
         if read_error:
             self._damage(file_offset, f"{self._read_problem()} ({read_error})")
         elif carried:
