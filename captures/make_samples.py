@@ -47,6 +47,7 @@ SAMPLES: dict[str, Scenario] = {
     "dtls10_null_srtp.pcap": sample_misc.dtls10_null_srtp,
     "zrtp_call.pcap": sample_misc.zrtp_call,
     "quic_meet.pcap": sample_misc.quic_meet,
+    "opaque_traffic.pcap": sample_misc.opaque_traffic,
 }
 
 

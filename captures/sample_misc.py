@@ -331,3 +331,25 @@ def quic_meet() -> tuple[Capture, dict[str, Any]]:
             "protection (SNI meet.google.com, ALPN h3), the server Initial (ServerHello) and "
             "opaque Handshake and 1-RTT packets.")
     return cap, manifest_entry(cap, desc, {}, facts)
+
+
+# --- opaque_traffic.pcap ----------------------------------------------------------------------
+
+
+def opaque_traffic() -> tuple[Capture, dict[str, Any]]:
+    """Traffic with nothing to judge by: no handshake, no signalling, no known structure."""
+    cap, link = home("opaque_traffic", "192.168.0.95")
+    start = epoch_us(dt.datetime(2024, 7, 11, 14, 0, 0))
+    udp = UdpFlow(cap, link, FlowSpec("udp", Endpoint("192.168.0.95", 41000),
+                                      Endpoint("198.51.100.90", 40000), "other"))
+    for i in range(40):  # first byte 4-15: RFC 7983's "drop" range, no protocol claims it
+        payload = bytes([4 + i % 12]) + cap.rng.randbytes(cap.rng.randrange(60, 400))
+        udp.send(start + i * 25_000, i % 2 == 0, payload, set())
+    tcp = TcpConn(cap, link, FlowSpec("tcp", Endpoint("192.168.0.95", 52100),
+                                      Endpoint("198.51.100.91", 7000), "other"), 30_000)
+    t = start + 1_200_000  # joined mid-connection: no SYN, no handshake in the capture
+    for i in range(12):
+        t = tcp.send(t, i % 2 == 0, b"\x5a" + cap.rng.randbytes(500), frozenset()) + 20_000
+    desc = ("Opaque traffic: a UDP flow of unstructured bytes on unassigned ports and a TCP "
+            "connection joined mid-stream; nothing in the capture says whether it is encrypted.")
+    return cap, manifest_entry(cap, desc, {}, [])

@@ -210,3 +210,14 @@ def test_no_ecb_finding_on_any_corpus_capture() -> None:
     analysis = analyze(captures)
     assert not (analysis.streams["ecb_verdict"] == "ecb").any()
     assert not [f for f in analysis.findings if f["kind"] == "ecb-mode"]
+
+
+def test_opaque_traffic_is_unknown_not_guessed() -> None:
+    flows = run("opaque_traffic.pcap").flows
+    assert set(flows["encryption"]) == {"unknown"}
+    assert kinds("opaque_traffic.pcap")["not-assessed"]["severity"] == "low"
+
+
+def test_every_verdict_has_a_sample() -> None:
+    verdicts = {v for name in MANIFEST["files"] for v in run(name).flows["encryption"]}
+    assert verdicts == {"cleartext", "weak", "encrypted", "unknown"}
