@@ -60,7 +60,7 @@ def test_flows(name: str) -> None:
         where = f"{name} {fact['client']} -> {fact['server']}"
         assert (row.client_ip, row.client_port) == split(fact["client"]), where
         assert row.service == fact["service"], (where, row.service_evidence)
-        assert set(row.protocols.split("+")) - IGNORED_PROTOCOLS == \
+        assert set(filter(None, row.protocols.split("+"))) - IGNORED_PROTOCOLS == \
             set(fact["protocols"]) - IGNORED_PROTOCOLS, where
         assert set(filter(None, row.media.split("+"))) == set(fact["media"]), where
         assert (row.packets_c2s, row.packets_s2c) == (fact["packets_c2s"], fact["packets_s2c"])
