@@ -16,7 +16,7 @@ from analyzer import FORMAT_VERSION, __version__, findings
 from analyzer.capture.batch import CaptureInfo, PacketBatch
 from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
 from analyzer.facts import CaptureFacts
-from analyzer.flows import FlowTable
+from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
@@ -100,17 +100,23 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     media = MediaExtractor(flows, capture, inspector.facts)
     fragments = 0
     timeline = Timeline()
-    def decoded() -> Iterator[tuple[PacketBatch, PacketColumns]]:
-        for batch in reader.batches():
-            yield batch, decode_batch(batch)
 
-    stream = ReadAhead(decoded) if threads > 1 else decoded()
-    for batch, cols in stream:
-        fragments += int(np.count_nonzero(cols.fragment))
-        assign = flows.update(cols)
+    def accounted() -> Iterator[tuple[PacketBatch, PacketColumns, FlowAssignment]]:
+        """Decoding, flow accounting and the timeline: state only this stage writes, so it may
+        run a batch ahead of the slow path and the media path (which only read flow endpoints).
+        """
+        nonlocal fragments
+        for batch in reader.batches():
+            cols = decode_batch(batch)
+            fragments += int(np.count_nonzero(cols.fragment))
+            assign = flows.update(cols)
+            timeline.add(cols, assign)
+            yield batch, cols, assign
+
+    stream = ReadAhead(accounted) if threads > 1 else accounted()
+    for batch, cols, assign in stream:
         inspector.process(batch, cols, assign)
         media.process(batch, cols, assign)
-        timeline.add(cols, assign)
         if progress is not None:
             progress(int(batch.caplen.sum()) + 16 * len(batch))
     media.finish()

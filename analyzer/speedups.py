@@ -3,6 +3,9 @@
 The pure-Python/numpy code stays the reference and the fallback: when the extension was not built
 (no compiler at install time), or when ``CONFSCOPE_PURE_PYTHON=1`` is set in the environment,
 ``native`` is None and callers take their Python path. Tests switch paths by setting ``native``.
+The C paths: capture record walkers (analyzer/capture/formats.py), RTP stream statistics
+(analyzer/rtpstats.py), the header decoder (analyzer/packets.py ``decode_batch``) and the Zoom
+classifier (analyzer/decode/zoom.py ``zoom_columns``).
 
 The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
 buffer protocol, so the extension needs no numpy headers.
@@ -19,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
+ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 1  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 2  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -58,13 +62,13 @@ def _require() -> ModuleType:
     return native
 
 
-def _outputs(buf: bytes, start: int, columns: int) -> list[IntArray]:
+def _outputs(buf: ByteBuffer, start: int, columns: int) -> list[IntArray]:
     capacity = max(len(buf) - start, 0) // MIN_RECORD + 1
     return [np.empty(capacity, dtype=np.int64) for _ in range(columns)]
 
 
 def walk_pcap(
-    buf: bytes, start: int, big_endian: bool, ns_per_tick: int, max_caplen: int
+    buf: ByteBuffer, start: int, big_endian: bool, ns_per_tick: int, max_caplen: int
 ) -> tuple[list[IntArray], int, bool]:
     """Classic pcap records from ``start``: ([data_offset, caplen, wirelen, ts_ns], stop,
     whether it stopped on a record whose caplen exceeds ``max_caplen``)."""
@@ -88,7 +92,7 @@ def interface_table(rows: Sequence[tuple[int, int, int, int, int]]) -> IntArray:
 
 
 def walk_pcapng(
-    buf: bytes, start: int, big_endian: bool, interfaces: IntArray, max_caplen: int,
+    buf: ByteBuffer, start: int, big_endian: bool, interfaces: IntArray, max_caplen: int,
     max_block: int,
 ) -> tuple[list[IntArray], int]:
     """pcapng packet blocks from ``start`` up to the first block Python must handle:
@@ -98,3 +102,55 @@ def walk_pcapng(
         buf, start, big_endian, interfaces, max_caplen, max_block, *out
     )
     return [column[:count].copy() for column in out], stop
+
+
+# The PacketColumns fields decode_headers writes, in its argument order, with their dtypes.
+HEADER_COLUMNS: tuple[tuple[str, type], ...] = (
+    ("ip_version", np.uint8), ("src_hi", np.uint64), ("src_lo", np.uint64),
+    ("dst_hi", np.uint64), ("dst_lo", np.uint64), ("ip_proto", np.uint8), ("fragment", np.bool_),
+    ("later_fragment", np.bool_), ("tunnel", np.uint8), ("sport", np.int32),
+    ("dport", np.int32), ("tcp_flags", np.uint8), ("tcp_seq", np.uint32),
+    ("l4_offset", np.int64), ("payload_offset", np.int64), ("payload_len", np.int64),
+    ("payload_truncated", np.bool_),
+)
+
+
+def decode_headers(
+    buffer: np.ndarray, data_offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
+    linktype: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``analyzer.packets.decode_batch`` in C: the decoded PacketColumns fields of a batch's
+    packets (``buffer`` uint8, per-packet offsets and lengths int64, link types int32)."""
+    out: dict[str, np.ndarray] = {
+        name: np.empty(data_offset.size, dtype) for name, dtype in HEADER_COLUMNS
+    }
+    _require().decode_headers(
+        np.ascontiguousarray(buffer, np.uint8), np.ascontiguousarray(data_offset, np.int64),
+        np.ascontiguousarray(caplen, np.int64), np.ascontiguousarray(wirelen, np.int64),
+        np.ascontiguousarray(linktype, np.int32), *out.values(),
+    )
+    return out
+
+
+# The ZoomColumns fields zoom_classify writes, in its argument order, with their dtypes.
+ZOOM_COLUMNS: tuple[tuple[str, type], ...] = (
+    ("valid", np.bool_), ("layout", np.int8), ("media_type", np.int16), ("media_kind", np.int8),
+    ("direction", np.int8), ("rtp_offset", np.int64), ("second_rtp_offset", np.int64),
+    ("is_rtcp", np.bool_),
+)
+
+
+def zoom_classify(
+    head: np.ndarray, length: np.ndarray, server_flow: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``analyzer.decode.zoom.zoom_columns`` in C: the ZoomColumns fields for an (N, K >= 64)
+    zero-padded uint8 matrix of payload heads, N payload lengths and server-flow flags."""
+    head = np.ascontiguousarray(head, np.uint8)
+    out: dict[str, np.ndarray] = {
+        name: np.empty(head.shape[0], dtype) for name, dtype in ZOOM_COLUMNS
+    }
+    _require().zoom_classify(
+        head, head.shape[1], np.ascontiguousarray(length, np.int64),
+        np.ascontiguousarray(server_flow, np.bool_), *out.values(),
+    )
+    return out

@@ -3,6 +3,8 @@
 Every frame is built with scapy (or from the link-layer specs with struct), written to a pcap in
 the test, read back with `CaptureReader` and decoded with `decode_batch`. The expected values are
 the ones given to scapy; tshark's reading of the same files is a second, independent opinion.
+The built cases, the snap-length cuts and the fuzzing run on both paths of `decode_batch`: the C
+decoder (analyzer/_speedups.c, when built) and the numpy reference.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import shutil
 import struct
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -48,6 +52,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import RawPcapWriter
 
+from analyzer import speedups
 from analyzer.capture.batch import PacketBatch
 from analyzer.capture.reader import CaptureReader
 from analyzer.packets import (
@@ -71,6 +76,19 @@ V4 = ("192.0.2.1", "198.51.100.2")
 V6 = ("2001:db8::1", "2001:db8:ffff::2")
 INNER4 = ("10.1.0.1", "10.2.0.2")
 INNER6 = ("fd00::1", "fd00::2")
+DECODERS = ["numpy", pytest.param("c", marks=pytest.mark.skipif(
+    not speedups.HAVE_SPEEDUPS, reason="extension not built"))]
+
+
+@contextmanager
+def decoder(name: str) -> Iterator[None]:
+    """decode_batch's C path ("c") or its numpy reference ("numpy") while in the block."""
+    saved = speedups.native
+    speedups.native = saved if name == "c" else None
+    try:
+        yield
+    finally:
+        speedups.native = saved
 
 
 # --------------------------------------------------------------------------- cases
@@ -426,9 +444,11 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, i
     return write_pcaps(tmp_path_factory.mktemp("cases"), CASES)
 
 
-@pytest.fixture(scope="module")
-def decoded(written: dict[str, tuple[Path, int]]) -> dict[str, Row]:
-    rows = {path: read_rows(path) for path in {p for p, _ in written.values()}}
+@pytest.fixture(scope="module", params=DECODERS)
+def decoded(request: pytest.FixtureRequest, written: dict[str, tuple[Path, int]]
+            ) -> dict[str, Row]:
+    with decoder(request.param):
+        rows = {path: read_rows(path) for path in {p for p, _ in written.values()}}
     return {name: rows[path][frame - 1] for name, (path, frame) in written.items()}
 
 
@@ -596,9 +616,14 @@ def assert_within_captured(batch: PacketBatch, cols: PacketColumns) -> None:
 
 @pytest.mark.parametrize("name", ["tcp", "gtpu-extension", "ipv6-ext-chain", "gre-teb",
                                   "vxlan", "sll2-ipv6", "qinq"])
-def test_every_snap_length_decodes_a_prefix(name: str) -> None:
+@pytest.mark.parametrize("path", DECODERS)
+def test_every_snap_length_decodes_a_prefix(name: str, path: str) -> None:
     """Cut at every length: no read past the cut, and payload is a prefix of the whole."""
-    case = BY_NAME[name]
+    with decoder(path):
+        every_snap_length_decodes_a_prefix(BY_NAME[name])
+
+
+def every_snap_length_decodes_a_prefix(case: Case) -> None:
     cuts = [(case.linktype, case.frame[:n]) for n in range(len(case.frame) + 1)]
     batch = batch_of(cuts, gap=b"\xff" * 64)
     cols = decode_batch(batch)
@@ -636,10 +661,17 @@ def mutated_frames(draw: st.DrawFn) -> tuple[int, bytes]:
     return linktype, bytes(frame[:cut])
 
 
+@pytest.mark.parametrize("path", DECODERS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(mutated_frames(), min_size=1, max_size=6), st.binary(min_size=1, max_size=80))
-def test_decoding_never_reads_beyond_a_packet(frames: list[tuple[int, bytes]], gap: bytes) -> None:
+def test_decoding_never_reads_beyond_a_packet(path: str, frames: list[tuple[int, bytes]],
+                                              gap: bytes) -> None:
     """A packet decodes the same whatever bytes follow it in the buffer."""
+    with decoder(path):
+        decodes_alone(frames, gap)
+
+
+def decodes_alone(frames: list[tuple[int, bytes]], gap: bytes) -> None:
     zero = batch_of(frames, gap=b"\0" * 80)
     noise = batch_of(frames, gap=gap * (80 // len(gap) + 1))
     zero_cols, noise_cols = decode_batch(zero), decode_batch(noise)
@@ -650,12 +682,14 @@ def test_decoding_never_reads_beyond_a_packet(frames: list[tuple[int, bytes]], g
     assert relative(zero, zero_cols) == alone
 
 
+@pytest.mark.parametrize("path", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 12, 101, 108, 113, 228, 229, 276, 147]),
                           st.binary(max_size=120)), min_size=1, max_size=5))
-def test_arbitrary_bytes_never_raise(frames: list[tuple[int, bytes]]) -> None:
+def test_arbitrary_bytes_never_raise(path: str, frames: list[tuple[int, bytes]]) -> None:
     batch = batch_of(frames)
-    cols = decode_batch(batch)
+    with decoder(path):
+        cols = decode_batch(batch)
     assert len(cols) == len(frames)
     assert_within_captured(batch, cols)
 

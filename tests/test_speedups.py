@@ -6,7 +6,11 @@ same figures from the C loop, from the numpy accumulators and from a plain per-p
 here from the rules in analyzer/rtpstats.py's docstring; one interleaved capture is also checked
 against tshark. Record walkers: pcap and pcapng files packed here with struct following
 draft-ietf-opsawg-pcap / -pcapng, fuzzed bytes and the real corpus captures walk to the same
-records, stop offsets and errors with and without the extension.
+records, stop offsets and errors with and without the extension. Header decoder and Zoom
+classifier: every PacketColumns / ZoomColumns field, values and dtypes, is the same from C and
+from numpy on the scapy-built cases of test_packets.py (cut at every length), the captures of
+test_reader.py, every corpus and sample capture, a 50k-packet benchmark capture, and
+hypothesis-mutated frames and payload heads.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
@@ -27,11 +31,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import analyzer
 from analyzer import speedups
+from analyzer.capture.batch import PacketBatch
 from analyzer.capture.formats import (
     MAX_PACKET,
     PcapngWalker,
@@ -40,6 +45,8 @@ from analyzer.capture.formats import (
     Walker,
 )
 from analyzer.capture.reader import CaptureReader
+from analyzer.decode.zoom import HEAD_BYTES, MEDIA_KINDS, ZoomColumns, zoom_columns
+from analyzer.packets import PacketColumns, decode_batch
 from analyzer.rtpstats import (
     DUPLICATE_WINDOW,
     TSHARK_STATIC_CLOCK_RATES,
@@ -48,8 +55,13 @@ from analyzer.rtpstats import (
     StreamStatistics,
     parse_tshark_rtp_streams,
 )
+from tests.test_packets import CASES, batch_of, mutated_frames, write_pcaps
+from tests.test_reader import big_capture, pcapng_capture, write_pcap
+from tests.test_reader import pcap_records as reader_records
+from tests.test_zoom import SEEDS as ZOOM_SEEDS
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+ROOT = Path(__file__).resolve().parents[1]
 needs_extension = pytest.mark.skipif(not speedups.HAVE_SPEEDUPS, reason="extension not built")
 
 # ---------------------------------------------------------------------------- RTP: inputs
@@ -784,12 +796,16 @@ def corpus_captures() -> list[Path]:
 
 
 def read_capture(path: Path, native: bool, chunk: int) -> tuple[Any, ...]:
+    """The batches' columns and packet bytes, taken as each batch comes (the reader refills
+    a batch's buffer for a later one)."""
+    batches, data = [], []
     with using(native):
         reader = CaptureReader(path, chunk_bytes=chunk)
-        batches = list(reader.batches())
+        for batch in reader.batches():
+            batches.append(batch)
+            data += [batch.packet_bytes(i) for i in range(len(batch))]
     columns = [np.concatenate([getattr(b, name) for b in batches]) for name in BATCH_COLUMNS]
-    data = b"".join(b.packet_bytes(i) for b in batches for i in range(len(b)))
-    return (*(column.tolist() for column in columns), data, reader.info)
+    return (*(column.tolist() for column in columns), b"".join(data), reader.info)
 
 
 BATCH_COLUMNS = ("frame", "ts_ns", "caplen", "wirelen", "linktype")
@@ -836,3 +852,270 @@ def test_walker_argument_checks() -> None:
         module.walk_pcap(data, -1, False, 1000, MAX_PACKET, *big)
     assert module.walk_pcap(data, len(data) + 5, False, 1000, MAX_PACKET, *big) == (0, 105, 0)
     assert module.walk_pcap(memoryview(data), 24, False, 1000, MAX_PACKET, *big) == (4, 100, 0)
+
+
+# ---------------------------------------------------------------------------- header decoder
+
+PACKET_FIELDS = [f.name for f in fields(PacketColumns)]
+ZOOM_FIELDS = [f.name for f in fields(ZoomColumns)]
+
+
+def assert_same_columns(native: Any, reference: Any, names: list[str], what: str) -> None:
+    """Every named column equal in dtype and in every row."""
+    for name in names:
+        got, want = getattr(native, name), getattr(reference, name)
+        assert got.dtype == want.dtype, f"{what}: {name} is {got.dtype}, not {want.dtype}"
+        differ = np.flatnonzero(got != want)
+        assert differ.size == 0, f"{what}: {name} differs at rows {differ[:5].tolist()}"
+
+
+def decoded_both_ways(batch: PacketBatch, what: str) -> PacketColumns:
+    """decode_batch in C and in numpy, asserted identical; the C result."""
+    native = decode_batch(batch)
+    with using(False):
+        reference = decode_batch(batch)
+    assert_same_columns(native, reference, PACKET_FIELDS, what)
+    return native
+
+
+def decode_capture_both_ways(path: Path, chunk: int = 64 << 20) -> Iterator[tuple[PacketBatch,
+                                                                                  PacketColumns]]:
+    """Each batch with its columns, checked; used before the next (the reader reuses buffers)."""
+    for n, batch in enumerate(CaptureReader(path, chunk_bytes=chunk).batches()):
+        yield batch, decoded_both_ways(batch, f"{path.name} batch {n}")
+
+
+def check_capture(path: Path, chunk: int = 64 << 20) -> list[PacketColumns]:
+    return [cols for _, cols in decode_capture_both_ways(path, chunk)]
+
+
+@needs_extension
+def test_c_outputs_are_the_dataclass_fields() -> None:
+    module = speedups.native
+    assert module is not None
+    names = [name for name, _ in speedups.HEADER_COLUMNS]
+    assert ["frame", "ts_ns", "wirelen", *names] == PACKET_FIELDS
+    assert list(module.HEADER_COLUMNS) == names
+    assert [name for name, _ in speedups.ZOOM_COLUMNS] == ZOOM_FIELDS
+    assert list(module.ZOOM_COLUMNS) == ZOOM_FIELDS
+    assert module.ZOOM_MEDIA_KINDS == MEDIA_KINDS
+
+
+@needs_extension
+def test_decoders_agree_on_the_packet_cases(tmp_path: Path) -> None:
+    """The scapy-built frames of test_packets.py (every link type, VLAN, PPPoE, MPLS, LLC/SNAP,
+    IPv6 extension headers, fragments, GRE, GTP-U, VXLAN, four-deep tunnels, snap-length cuts),
+    as captures and cut at every length, followed by 0x00 or 0xff bytes or by nothing."""
+    for path in sorted({path for path, _ in write_pcaps(tmp_path, CASES).values()}):
+        for chunk in (4096, 64 << 20):
+            check_capture(path, chunk)
+    cuts = [(case.linktype, case.frame[:n]) for case in CASES for n in range(len(case.frame) + 1)]
+    for gap in (b"", b"\0" * 64, b"\xff" * 64):
+        decoded_both_ways(batch_of(cuts, gap=gap), f"cuts with gap {gap[:1]!r}")
+
+
+@needs_extension
+def test_decoders_agree_on_the_reader_captures(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.pcapng"
+    mixed.write_bytes(pcapng_capture()[0])
+    (cols,) = check_capture(mixed)
+    assert list(cols.ip_version) == [4, 4, 4, 4, 0, 6, 4, 4, 4]
+    for endian in "<>":
+        write_pcap(tmp_path / "variant.pcap", reader_records(), endian=endian)
+        check_capture(tmp_path / "variant.pcap")
+    for path in big_capture(tmp_path)[:2]:
+        for chunk in (4096, 64 << 20):
+            check_capture(path, chunk)
+
+
+def real_captures() -> list[Path]:
+    return [*corpus_captures(), *sorted((ROOT / "captures").glob("*.pcap*"))]
+
+
+@needs_extension
+def test_decoders_agree_on_corpus_and_sample_captures() -> None:
+    """In small batches (packets at buffer ends); whole files are decoded both ways again by
+    test_zoom_classifiers_agree_on_corpus_and_sample_captures."""
+    paths = real_captures()
+    assert len(paths) >= 10  # the sample captures at least
+    for path in paths:
+        check_capture(path, chunk=4096)
+
+
+@pytest.fixture(scope="module")
+def bench_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 50k-packet capture from the benchmark generator (RTP, SRTP, Zoom, TURN, TLS, SIP)."""
+    out = tmp_path_factory.mktemp("bench") / "bench-50k.pcap"
+    command = [sys.executable, "-m", "bench.make_capture", str(out), "--packets", "50000",
+               "--seed", "5"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    return out
+
+
+@needs_extension
+def test_decoders_agree_on_a_benchmark_capture(bench_capture: Path) -> None:
+    decoded = check_capture(bench_capture, chunk=8 << 20)
+    assert sum(len(cols) for cols in decoded) == 50_000
+    assert all(np.count_nonzero(cols.sport >= 0) > 0.9 * len(cols) for cols in decoded)
+
+
+LINK_TYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 147, -1]
+
+
+def with_wirelen(batch: PacketBatch, extra: list[int]) -> PacketBatch:
+    """The batch with wire lengths above (or, for negative extras, below) the captured ones."""
+    more = np.resize(np.array(extra or [0], np.int64), len(batch))
+    return replace(batch, wirelen=np.maximum(batch.caplen + more, 0))
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.lists(mutated_frames(), min_size=1, max_size=8), gap=st.binary(max_size=80),
+       extra=st.lists(st.integers(-40, 3000), max_size=8))
+def test_decoders_agree_on_mutated_frames(frames: list[tuple[int, bytes]], gap: bytes,
+                                          extra: list[int]) -> None:
+    decoded_both_ways(with_wirelen(batch_of(frames, gap=gap), extra), "mutated")
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.tuples(st.sampled_from(LINK_TYPES), st.binary(max_size=120)),
+                       min_size=1, max_size=6), gap=st.binary(max_size=40))
+def test_decoders_agree_on_arbitrary_bytes(frames: list[tuple[int, bytes]], gap: bytes) -> None:
+    decoded_both_ways(batch_of(frames, gap=gap), "arbitrary")
+
+
+def empty_outputs(count: int, columns: tuple[tuple[str, type], ...]) -> list[np.ndarray]:
+    return [np.empty(count, dtype) for _, dtype in columns]
+
+
+@needs_extension
+def test_decode_headers_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None
+    inputs = [np.zeros(64, np.uint8), *(np.zeros(2, np.int64) for _ in range(3)),
+              np.ones(2, np.int32)]
+    module.decode_headers(*inputs, *empty_outputs(2, speedups.HEADER_COLUMNS))
+    with pytest.raises(TypeError, match="arguments"):
+        module.decode_headers(*inputs)
+    with pytest.raises(TypeError, match="linktype"):
+        module.decode_headers(*inputs[:4], np.ones(2, np.int64),
+                              *empty_outputs(2, speedups.HEADER_COLUMNS))
+    with pytest.raises(ValueError, match="items"):
+        module.decode_headers(*inputs, *empty_outputs(3, speedups.HEADER_COLUMNS))
+    read_only = np.zeros(2, bool)
+    read_only.flags.writeable = False
+    for unusable in (read_only, np.zeros(4, bool)[::2]):  # read-only, not contiguous
+        with pytest.raises(ValueError):
+            module.decode_headers(*inputs, *empty_outputs(2, speedups.HEADER_COLUMNS)[:-1],
+                                  unusable)
+
+
+# ---------------------------------------------------------------------------- Zoom classifier
+
+
+def heads_of(batch: PacketBatch, cols: PacketColumns, width: int = HEAD_BYTES,
+             beyond: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The zero-padded first bytes (``width`` columns; ``beyond`` fills the columns past
+    HEAD_BYTES) and the captured lengths of every UDP payload of a batch."""
+    rows = np.flatnonzero((cols.ip_proto == 17) & (cols.sport >= 0))
+    at, length = cols.payload_offset[rows], cols.payload_len[rows]
+    columns = np.arange(width)
+    positions = np.minimum(at[:, None] + columns, batch.buffer.size - 1)
+    head = np.where(columns < length[:, None], batch.buffer[positions], 0).astype(np.uint8)
+    head[:, HEAD_BYTES:] = beyond
+    return head, length
+
+
+def classified_both_ways(head: np.ndarray, length: np.ndarray, server_flow: np.ndarray,
+                         what: str) -> ZoomColumns:
+    native = zoom_columns(head, length, server_flow)
+    with using(False):
+        reference = zoom_columns(head, length, server_flow)
+    assert_same_columns(native, reference, ZOOM_FIELDS, what)
+    return native
+
+
+def classify_capture_both_ways(path: Path) -> int:
+    """Every UDP payload of a capture, as from a server flow and as not; the valid rows."""
+    valid = 0
+    for n, (batch, cols) in enumerate(decode_capture_both_ways(path)):
+        head, length = heads_of(batch, cols)
+        for server_flow in (True, False):
+            flags = np.full(length.size, server_flow)
+            found = classified_both_ways(head, length, flags, f"{path.name} batch {n}")
+            valid += int(np.count_nonzero(found.valid))
+    return valid
+
+
+@needs_extension
+def test_zoom_classifiers_agree_on_corpus_and_sample_captures() -> None:
+    valid = {path.name: classify_capture_both_ways(path) for path in real_captures()}
+    assert valid["zoom_meeting.pcap"] > 0 and valid["zoom_p2p.pcap"] > 0
+    if CORPUS.is_dir():
+        assert valid["zoom.pcap"] > 0 and valid["zoom2.pcap"] > 0
+
+
+@needs_extension
+def test_zoom_classifiers_agree_on_a_benchmark_capture(bench_capture: Path) -> None:
+    assert classify_capture_both_ways(bench_capture) > 10_000
+
+
+@needs_extension
+def test_zoom_columns_past_the_head_are_not_read(bench_capture: Path) -> None:
+    """A wider matrix with junk past HEAD_BYTES classifies as the 64-byte one does."""
+    batch = next(iter(CaptureReader(bench_capture, chunk_bytes=4 << 20).batches()))
+    cols = decoded_both_ways(batch, "first batch")
+    head, length = heads_of(batch, cols)
+    flags = np.arange(length.size) % 3 == 0
+    narrow = classified_both_ways(head, length, flags, "64 columns")
+    wide, _ = heads_of(batch, cols, width=HEAD_BYTES + 37, beyond=0xFF)
+    assert_same_columns(classified_both_ways(wide, length, flags, "101 columns"), narrow,
+                        ZOOM_FIELDS, "wide")
+    strided = np.asfortranarray(wide)  # not C-contiguous: the wrapper copies it
+    assert_same_columns(classified_both_ways(strided, length, flags, "Fortran order"), narrow,
+                        ZOOM_FIELDS, "strided")
+
+
+@st.composite
+def zoom_rows(draw: st.DrawFn) -> tuple[bytes, int, bool]:
+    """A payload head (a Zoom seed of test_zoom.py edited, or random bytes) with its length,
+    which may also disagree with the bytes given (longer: zero padding; or shorter)."""
+    data = bytearray(draw(st.sampled_from(ZOOM_SEEDS) | st.binary(max_size=90)))
+    for _ in range(draw(st.integers(0, 4))):
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    data = data[: draw(st.integers(0, len(data)))]
+    length = draw(st.just(len(data)) | st.integers(-2, 300))
+    return bytes(data), length, draw(st.booleans())
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(zoom_rows(), min_size=1, max_size=30), width=st.integers(HEAD_BYTES, 96))
+def test_zoom_classifiers_agree_on_generated_heads(rows: list[tuple[bytes, int, bool]],
+                                                   width: int) -> None:
+    head = np.zeros((len(rows), width), np.uint8)
+    for row, (data, _, _) in enumerate(rows):
+        head[row, : min(len(data), width)] = np.frombuffer(data[:width], np.uint8)
+    length = np.array([length for _, length, _ in rows], np.int64)
+    flags = np.array([flag for _, _, flag in rows], bool)
+    classified_both_ways(head, length, flags, "generated")
+
+
+@needs_extension
+def test_zoom_classify_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None
+    head, length, flags = np.zeros((2, 64), np.uint8), np.zeros(2, np.int64), np.zeros(2, bool)
+    module.zoom_classify(head, 64, length, flags, *empty_outputs(2, speedups.ZOOM_COLUMNS))
+    with pytest.raises(ValueError, match="width"):
+        module.zoom_classify(head, 32, length, flags, *empty_outputs(2, speedups.ZOOM_COLUMNS))
+    with pytest.raises(ValueError, match="width"):
+        module.zoom_classify(head[:1], 64, length, flags, *empty_outputs(2, speedups.ZOOM_COLUMNS))
+    with pytest.raises(TypeError, match="media_type"):
+        outputs = empty_outputs(2, speedups.ZOOM_COLUMNS)
+        outputs[2] = np.empty(2, np.int64)
+        module.zoom_classify(head, 64, length, flags, *outputs)
+    with pytest.raises(ValueError):  # the Python checks stay in front of both paths
+        zoom_columns(np.zeros((2, 63), np.uint8), length, flags)

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from analyzer import speedups
 from analyzer.decode.rtp import ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, TWO_BYTE_PROFILE_MASK
 from analyzer.errors import DecodeError
 
@@ -398,7 +399,8 @@ def _rtcp_ok(head: bytes, length: int, at: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Columnar fast path: the same rules, evaluated for all rows at once.
+# Columnar fast path: the same rules, evaluated for all rows at once (in C when the extension is
+# in use: analyzer/_speedups.c `zoom_classify`, held to this numpy code by the tests).
 
 LAYOUT_CODES: tuple[Layout | None, ...] = (None, "sfu", "p2p", "legacy")
 DIRECTION_CODES: tuple[Direction | None, ...] = (None, "to-server", "from-server")
@@ -471,9 +473,11 @@ def zoom_columns(head: np.ndarray, length: np.ndarray, server_flow: np.ndarray) 
     head = np.asarray(head, dtype=np.uint8)
     if head.ndim != 2 or head.shape[1] < HEAD_BYTES:
         raise ValueError(f"expected an (N, K>={HEAD_BYTES}) byte matrix")
-    head = head[:, :HEAD_BYTES]
     length = np.asarray(length, dtype=np.int64)
     server_flow = np.asarray(server_flow, dtype=bool)
+    if speedups.enabled() and length.shape == server_flow.shape == head.shape[:1]:
+        return ZoomColumns(**speedups.zoom_classify(head, length, server_flow))
+    head = head[:, :HEAD_BYTES]
     sfu, sfu_direction = _sfu_cols(head, length, server_flow)
     p2p = _inner_cols(head, length, 0)
     p2p.ok &= p2p.verified
