@@ -25,7 +25,12 @@ from typing import Literal
 import numpy as np
 
 from analyzer import speedups
-from analyzer.decode.rtp import ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, TWO_BYTE_PROFILE_MASK
+from analyzer.decode.rtp import (
+    ONE_BYTE_PROFILE,
+    TWO_BYTE_PROFILE,
+    TWO_BYTE_PROFILE_MASK,
+    be_uint,
+)
 from analyzer.errors import DecodeError
 
 HEAD_BYTES = 64
@@ -619,7 +624,7 @@ def _server_screen_cols(cols: _Cols, head: np.ndarray, length: np.ndarray, base:
 def _filler_cols(cols: _Cols, head: np.ndarray, length: np.ndarray, base: int,
                  rows: np.ndarray) -> None:  # fmt: skip
     at = base + FILLER_MARKER_AT
-    marker = (length >= at + 2) & (_be(head, at, 2) == FILLER_MARKER)
+    marker = (length >= at + 2) & (be_uint(head, at, 2) == FILLER_MARKER)
     cols.set(rows & marker, "probe", True)
     cols.set(rows & ~marker, "unknown", False)
 
@@ -628,7 +633,7 @@ def _setup_cols(cols: _Cols, head: np.ndarray, length: np.ndarray, base: int,
                 rows: np.ndarray) -> None:  # fmt: skip
     prefix = np.all(head[:, base : base + 3] == np.frombuffer(SETUP_PREFIX, np.uint8), axis=1)
     ip_length_at = base + SETUP_IP_LENGTH_AT
-    ip_length = _be(head, ip_length_at, 4)
+    ip_length = be_uint(head, ip_length_at, 4)
     uuid_length_at = ip_length_at + 4 + ip_length
     fits = (ip_length > 0) & (uuid_length_at + 4 <= HEAD_BYTES)
     uuid_length = _gather_be32(head, np.where(fits, uuid_length_at, 0))
@@ -642,7 +647,7 @@ def _rtp_ok_cols(head: np.ndarray, length: np.ndarray, at: int) -> np.ndarray:
     payload_type = head[:, at + 1] & 0x7F
     ok = (length >= at + 12) & ((first & 0xCF) == 0x80)
     ok &= (payload_type <= RTP_STATIC_PT_MAX) | (payload_type >= RTP_DYNAMIC_PT_MIN)
-    profile, words = _be(head, at + 12, 2), _be(head, at + 14, 2)
+    profile, words = be_uint(head, at + 12, 2), be_uint(head, at + 14, 2)
     two_byte = (profile & TWO_BYTE_PROFILE_MASK) == TWO_BYTE_PROFILE
     rfc8285 = (profile == ONE_BYTE_PROFILE) | two_byte
     extension_ok = (length >= at + 16) & rfc8285 & (length >= at + 16 + 4 * words)
@@ -653,14 +658,7 @@ def _rtcp_ok_cols(head: np.ndarray, length: np.ndarray, at: int) -> np.ndarray:
     second = head[:, at + 1]
     ok = (length >= at + 8) & ((head[:, at] >> 6) == 2)
     ok &= (second >= RTCP_TYPES.start) & (second < RTCP_TYPES.stop)
-    return ok & (at + 4 * (_be(head, at + 2, 2) + 1) <= length)
-
-
-def _be(head: np.ndarray, column: int, size: int) -> np.ndarray:
-    value = np.zeros(head.shape[0], dtype=np.int64)
-    for byte in range(size):
-        value = (value << 8) | head[:, column + byte]
-    return value
+    return ok & (at + 4 * (be_uint(head, at + 2, 2) + 1) <= length)
 
 
 def _gather_be32(head: np.ndarray, columns: np.ndarray) -> np.ndarray:
