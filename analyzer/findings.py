@@ -92,7 +92,10 @@ def ecb_mode(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
         f"Repeated ciphertext blocks were found in {len(hits)} stream(s); a sound cipher mode "
         "would practically never repeat a block. Example frame pairs: " + examples + ".",
         tuple(sorted({int(v) for v in hits["flow_id"]})), frames, (),
-        {"repeated_blocks": str(int(hits["ecb_repeats"].sum()))},
+        {"repeated_blocks": str(int(hits["ecb_repeats"].sum())),
+         "repeat_rate": ", ".join(f"{r:.3f}" for r in hits["ecb_repeat_rate"]),
+         "expected_by_chance": f"{float(hits['ecb_expected_random'].max()):.1e}",
+         "confidence": ", ".join(sorted(set(hits["ecb_confidence"])))},
         "The repeated blocks are unencrypted header bytes the analysis failed to strip "
         "(check the example frames in Wireshark: the repeats should sit at varying offsets).")
 

@@ -108,6 +108,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "ecb_confidence": "high, medium or low",
         "ecb_repeats": "distinct high-entropy 16-byte blocks seen in two or more packets",
         "ecb_blocks_examined": "ciphertext blocks the ECB test looked at",
+        "ecb_repeat_rate": "repeated blocks / blocks examined",
+        "ecb_expected_random": "repeats expected by chance from a sound cipher mode (birthday "
+                               "bound): about zero",
         "ecb_examples": "Wireshark frame pairs holding the same ciphertext block: a/b; c/d",
         "encryption": "verdict of the stream's media: cleartext, weak, encrypted or unknown",
         "encryption_detail": "protocol and parameters",
@@ -124,6 +127,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "ports": "server ports used, '+'-joined",
         "flows": "number of flows",
         "bytes": "frame bytes exchanged in both directions",
+        "media_seconds": "seconds of RTP media carried (sum over streams and directions)",
         "rtt_min_ms": "smallest round trip to this server seen in the capture, ms",
         "rtt_evidence": "the flow and frames that gave it",
         "first_seen": "first packet (UTC)", "last_seen": "last packet (UTC)",
@@ -200,7 +204,7 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     return {
         "flows": flows_df,
         "streams": _frame(stream_rows, "streams"),
-        "servers": _servers(capture_name, flows_df, names),
+        "servers": _servers(capture_name, flows_df, names, _media_seconds(stream_rows)),
         "signalling": _frame(signalling, "signalling"),
     }
 
@@ -344,9 +348,12 @@ def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[Stream
 def _ecb_columns(result: EcbResult | None) -> dict[str, object]:
     if result is None:
         return {"ecb_verdict": "", "ecb_confidence": "", "ecb_repeats": 0,
-                "ecb_blocks_examined": 0, "ecb_examples": ""}
+                "ecb_blocks_examined": 0, "ecb_repeat_rate": math.nan,
+                "ecb_expected_random": math.nan, "ecb_examples": ""}
     return {"ecb_verdict": result.verdict, "ecb_confidence": result.confidence,
             "ecb_repeats": result.repeated_blocks, "ecb_blocks_examined": result.blocks_examined,
+            "ecb_repeat_rate": result.repeat_rate,
+            "ecb_expected_random": result.expected_repeats_random,
             "ecb_examples": "; ".join(f"{a}/{b}" for a, b in result.examples)}
 
 
@@ -415,15 +422,26 @@ def role_columns(flows: pd.DataFrame) -> pd.DataFrame:
     return roles[list(ROLE_ORDER)]
 
 
-def _servers(capture_name: str, flows: pd.DataFrame,
-             names: dict[str, set[tuple[str, str]]]) -> pd.DataFrame:
+def _media_seconds(stream_rows: list[dict[str, object]]) -> dict[int, float]:
+    """Seconds of RTP media per flow id (sum over the flow's streams and directions)."""
+    seconds: dict[int, float] = {}
+    for row in stream_rows:
+        flow_id = int(row["flow_id"])  # type: ignore[call-overload]
+        seconds[flow_id] = seconds.get(flow_id, 0.0) + float(row["duration_s"] or 0.0)  # type: ignore[arg-type]
+    return seconds
+
+
+def _servers(capture_name: str, flows: pd.DataFrame, names: dict[str, set[tuple[str, str]]],
+             media_seconds: dict[int, float]) -> pd.DataFrame:
     if flows.empty:
         return pd.DataFrame(columns=list(SERVER_BASE_COLUMNS))
     data = flows.assign(volume=flows["bytes_c2s"] + flows["bytes_s2c"],
-                        rtt=flows["rtt_min_ms"].astype(float))
+                        rtt=flows["rtt_min_ms"].astype(float),
+                        media=flows["flow_id"].map(media_seconds).fillna(0.0))
     data = pd.concat([data, role_columns(flows)], axis=1)
     groups = data.groupby("server_ip", sort=True)
     out = groups.agg(flows=("flow_id", "size"), bytes=("volume", "sum"),
+                     media_seconds=("media", "sum"),
                      rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
                      last_seen=("last_seen", "max"),
                      services=("service", lambda s: "+".join(sorted(set(s)))),

@@ -43,6 +43,8 @@ def test_key_server_is_in_cn_with_the_embedded_default() -> None:
     assert row["country"] == "CN"
     assert "registry" in row["country_source"]
     assert "control" in row["roles"]
+    relay = servers[servers["roles"] == "media-relay"].iloc[0]
+    assert relay["media_seconds"] > 5 and row["media_seconds"] == 0  # media only via the relay
 
 
 def test_check_allow_us_ca_breaks_and_names_the_key_server() -> None:

@@ -114,8 +114,11 @@ def test_ecb_meeting_is_found_with_frames_from_the_ground_truth() -> None:
     streams = analysis.streams
     assert set(streams["ecb_verdict"]) == {"ecb"}
     assert set(streams["encryption"]) == {"weak"}
+    assert (streams["ecb_repeat_rate"] > 0).all()
+    assert (streams["ecb_expected_random"] < 1e-20).all()  # a sound cipher would not repeat
     finding = kinds("citizenlab_ecb.pcap")["ecb-mode"]
     assert finding["severity"] == "high"
+    assert float(finding["evidence"]["values"]["expected_by_chance"]) < 1e-20
     truth = next(f for f in MANIFEST["files"]["citizenlab_ecb.pcap"]["key_facts"]
                  if f["id"] == "ecb_repeated_blocks")
     assert finding["evidence"]["frames"]
