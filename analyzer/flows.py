@@ -42,7 +42,6 @@ class Flow:
     syn_sender: int = -1  # TCP: who sent the SYN (without ACK); -1 if not seen
     packets: list[int] = field(default_factory=lambda: [0, 0])
     bytes: list[int] = field(default_factory=lambda: [0, 0])
-    payload_bytes: list[int] = field(default_factory=lambda: [0, 0])
 
     def address(self, side: int) -> str:
         ep = self.b if side else self.a
@@ -145,7 +144,6 @@ class FlowTable:
         size = present.size * 2
         packets = np.bincount(slot, minlength=size)
         wire = np.bincount(slot, weights=cols.wirelen[sel], minlength=size)
-        payload = np.bincount(slot, weights=cols.payload_len[sel], minlength=size)
         last_ts = np.full(present.size, np.iinfo(np.int64).min, dtype=np.int64)
         np.maximum.at(last_ts, local, cols.ts_ns[sel])
         syn = (cols.tcp_flags[sel] & (TCP_SYN | TCP_ACK)) == TCP_SYN
@@ -153,17 +151,15 @@ class FlowTable:
         syn_dir[local[syn]] = direction[syn]
         for j, index in enumerate(present.tolist()):
             flow = self.flows[index]
-            self._add(flow, j, packets, wire, payload, int(last_ts[j]), int(syn_dir[j]))
+            self._add(flow, j, packets, wire, int(last_ts[j]), int(syn_dir[j]))
 
     @staticmethod
     def _add(
-        flow: Flow, j: int, packets: np.ndarray, wire: np.ndarray, payload: np.ndarray,
-        last_ts: int, syn_dir: int,
+        flow: Flow, j: int, packets: np.ndarray, wire: np.ndarray, last_ts: int, syn_dir: int,
     ) -> None:
         for d in (0, 1):
             flow.packets[d] += int(packets[2 * j + d])
             flow.bytes[d] += int(wire[2 * j + d])
-            flow.payload_bytes[d] += int(payload[2 * j + d])
         flow.last_ts_ns = max(flow.last_ts_ns, last_ts)
         if flow.syn_sender < 0 and syn_dir >= 0:
             flow.syn_sender = syn_dir
