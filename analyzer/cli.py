@@ -17,6 +17,7 @@ from analyzer.errors import ConfscopeError
 
 if TYPE_CHECKING:
     from analyzer.pipeline import Settings
+    from analyzer.provenance import CaptureHashes
 
 EXIT_OK, EXIT_ERROR = 0, 2
 PROGRESS_MIN_BYTES = 50 * 1024 * 1024
@@ -167,11 +168,21 @@ def _settings(args: argparse.Namespace) -> Settings:
                     hash_captures=not getattr(args, "no_hash", False), geo=geo)
 
 
+def _early_hashes(args: argparse.Namespace) -> CaptureHashes | None:
+    """Start the captures' SHA-256 now, before the heavy imports, when this process analyzes
+    them (worker processes hash their own captures)."""
+    from analyzer.provenance import CaptureHashes
+
+    in_process = len(args.captures) == 1 or (args.jobs or os.cpu_count() or 1) == 1
+    return CaptureHashes(args.captures) if in_process and not args.no_hash else None
+
+
 def run_analyze(args: argparse.Namespace) -> int:
+    _check_inputs(args.captures, args.output)
+    hashes = _early_hashes(args)
     from analyzer.pipeline import analyze
     from analyzer.tables import write_outputs
 
-    _check_inputs(args.captures, args.output)
     settings = _settings(args)
     total = sum(p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
@@ -179,9 +190,9 @@ def run_analyze(args: argparse.Namespace) -> int:
         from analyzer.terminal import progress_bar
 
         with progress_bar(total) as advance:
-            analysis = analyze(args.captures, settings, advance)
+            analysis = analyze(args.captures, settings, advance, hashes)
     else:
-        analysis = analyze(args.captures, settings)
+        analysis = analyze(args.captures, settings, hashes=hashes)
     write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings)
     if not args.no_report:
         from dashboards.report import build_report

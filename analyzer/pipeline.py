@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
 from analyzer.packets import PacketColumns, decode_batch
+from analyzer.provenance import CaptureHashes
 from analyzer.readahead import ReadAhead
 from analyzer.tables import build_tables
 from analyzer.timeline import Timeline
@@ -32,7 +32,7 @@ Progress = Callable[[int], None]
 class Settings:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     jobs: int = 0  # 0: all cores
-    hash_captures: bool = True  # SHA-256 of each capture, on a second thread
+    hash_captures: bool = True  # SHA-256 of each capture, on a low-priority thread
     geo: GeoSettings = field(default_factory=GeoSettings)
 
     def as_dict(self) -> dict[str, object]:
@@ -72,21 +72,16 @@ class Analysis:
         return self.tables["servers"]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(),
-                    progress: Progress | None = None) -> CaptureResult:
-    """Run the whole pipeline on one capture file (hashing it meanwhile on another thread)."""
-    with ThreadPoolExecutor(max_workers=1) as hasher:
-        digest = hasher.submit(file_sha256, Path(path)) if settings.hash_captures else None
-        result = _run_pipeline(path, settings, progress)
-        result.sha256 = digest.result() if digest is not None else ""
+                    progress: Progress | None = None,
+                    hashes: CaptureHashes | None = None) -> CaptureResult:
+    """Run the whole pipeline on one capture file; its SHA-256 comes from `hashes` (started
+    here when not given) unless hashing is off."""
+    if settings.hash_captures and hashes is None:
+        hashes = CaptureHashes([Path(path)])
+    result = _run_pipeline(path, settings, progress)
+    if settings.hash_captures and hashes is not None:
+        result.sha256 = hashes.digest(Path(path))
     return result
 
 
@@ -140,15 +135,21 @@ def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[
 
 
 def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settings(),
-            progress: Progress | None = None) -> Analysis:
-    """Analyze captures (in parallel processes when there are several) into one `Analysis`."""
-    paths = [Path(p) for p in paths]
+            progress: Progress | None = None, hashes: CaptureHashes | None = None) -> Analysis:
+    """Analyze captures (in parallel processes when there are several) into one `Analysis`.
+
+    `hashes`: SHA-256s already started by the caller (the CLI starts them before its imports);
+    worker processes hash their own captures.
+    """
+    files = [Path(p) for p in paths]
     jobs = settings.jobs or os.cpu_count() or 1
-    if len(paths) > 1 and jobs > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
-            results = list(pool.map(analyze_capture, paths, [settings] * len(paths)))
+    if len(files) > 1 and jobs > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+            results = list(pool.map(analyze_capture, files, [settings] * len(files)))
     else:
-        results = [analyze_capture(p, settings, progress) for p in paths]
+        if settings.hash_captures and hashes is None:
+            hashes = CaptureHashes(files)
+        results = [analyze_capture(p, settings, progress, hashes) for p in files]
     return combine(results, settings)
 
 
