@@ -80,27 +80,11 @@ class Inspector:
     def _select(
         self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
     ) -> tuple[np.ndarray, np.ndarray]:
-        g = Gather(batch.buffer)
         fi, plen = assign.flow_index, cols.payload_len
-        first = np.where(plen > 0, g.u8(cols.payload_offset), 0)
-        udp = (cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0)
-        demux = classify_many(first)
-        ports = (cols.sport, cols.dport)
-        sip_like = (plen >= 12) & np.isin(_first_word(g, cols, plen), SIP_PREFIXES)
-        dtls_record = (demux == Demux.DTLS) & (((first >= 20) & (first <= 23)) | (first == 0x1F))
-        kind = np.select(  # first match wins: ports that name a protocol, then first bytes
-            [
-                udp & _on_ports(ports, DNS_PORTS),
-                udp & sip_like & _on_ports(ports, SIP_PORTS),
-                udp & (demux == Demux.STUN) & (plen >= 8),
-                udp & dtls_record & (plen >= 13),
-                udp & (demux == Demux.ZRTP) & (plen >= 8),
-                udp & (first >= 0xC0) & (plen >= QUIC_MIN_INITIAL),
-                udp & sip_like,
-            ],
-            [6, 5, 1, 2, 3, 4, 5],
-            0,
-        ).astype(np.int8)
+        udp = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0))
+        udp_kind = _udp_kinds(Gather(batch.buffer), cols, udp)
+        kind = np.zeros(len(fi), dtype=np.int8)
+        kind[udp] = udp_kind
         tcp = (cols.ip_proto == PROTO_TCP) & (fi >= 0)
         slot = np.where(tcp, fi * 2 + assign.direction, 0)
         wanted = tcp & ((plen > 0) | ((cols.tcp_flags & TCP_SYN) != 0))
@@ -252,11 +236,37 @@ class Inspector:
             self._tcp_done[fi * 2 + d] = True
 
 
-def _first_word(g: Gather, cols: PacketColumns, plen: np.ndarray) -> np.ndarray:
-    """The first four payload bytes as a big-endian number (0 for shorter payloads)."""
-    return np.where(plen >= 4, g.u32(cols.payload_offset), 0).astype(np.uint32)
+def _udp_kinds(g: Gather, cols: PacketColumns, rows: np.ndarray) -> np.ndarray:
+    """The slow-path kind of each UDP packet with a payload (0: none). The first match wins:
+    ports that name a protocol, then first bytes; later assignments below take precedence."""
+    at, plen = cols.payload_offset[rows], cols.payload_len[rows]
+    ports = (cols.sport[rows], cols.dport[rows])
+    first = g.u8(at)
+    demux = classify_many(first)
+    sip_like = _sip_like(g, at, plen, first)
+    kind = np.zeros(rows.size, dtype=np.int8)
+    kind[sip_like] = 5
+    kind[(first >= 0xC0) & (plen >= QUIC_MIN_INITIAL)] = 4
+    kind[(demux == Demux.ZRTP) & (plen >= 8)] = 3
+    dtls_record = ((first >= 20) & (first <= 23)) | (first == 0x1F)
+    kind[(demux == Demux.DTLS) & dtls_record & (plen >= 13)] = 2
+    kind[(demux == Demux.STUN) & (plen >= 8)] = 1
+    kind[sip_like & _on_ports(ports, SIP_PORTS)] = 5
+    kind[_on_ports(ports, DNS_PORTS)] = 6
+    return kind
+
+
+def _sip_like(g: Gather, at: np.ndarray, plen: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Payloads of 12+ bytes starting with a SIP method or "SIP/" (all begin with 'A'..'U')."""
+    maybe = np.flatnonzero((first >= ord("A")) & (first <= ord("U")) & (plen >= 12))
+    sip_like = np.zeros(plen.size, dtype=bool)
+    sip_like[maybe] = np.isin(g.u32(at[maybe]).astype(np.uint32), SIP_PREFIXES)
+    return sip_like
 
 
 def _on_ports(ports: tuple[np.ndarray, np.ndarray], wanted: tuple[int, ...]) -> np.ndarray:
-    return np.isin(ports[0], wanted) | np.isin(ports[1], wanted)
+    hit = np.zeros(ports[0].size, dtype=bool)
+    for port in wanted:
+        hit |= (ports[0] == port) | (ports[1] == port)
+    return hit
 
