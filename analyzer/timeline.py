@@ -9,41 +9,65 @@ from analyzer.flows import FlowAssignment
 from analyzer.packets import PacketColumns
 
 NS = 1_000_000_000
+FOLD_ROWS = 4 * 1024 * 1024  # fold the parts together past this many rows (bounded memory)
+DENSE_SLACK = 1 << 16  # a dense (flow x second) count grid may exceed the batch by this much
+
+Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # flow, second, packets, bytes
 
 
 class Timeline:
     """Packets and bytes per (flow, second), accumulated batch by batch."""
 
     def __init__(self) -> None:
-        self._parts: list[pd.DataFrame] = []
+        self._parts: list[Part] = []
         self._rows = 0
 
     def add(self, cols: PacketColumns, assign: FlowAssignment) -> None:
-        sel = assign.flow_index >= 0
-        if not sel.any():
+        sel = np.flatnonzero(assign.flow_index >= 0)
+        if sel.size == 0:
             return
-        frame = pd.DataFrame({"flow": assign.flow_index[sel], "second": cols.ts_ns[sel] // NS,
-                              "packets": np.ones(int(sel.sum()), dtype=np.int64),
-                              "bytes": cols.wirelen[sel]})
-        part = frame.groupby(["flow", "second"], sort=False).sum().reset_index()
+        part = _per_second(assign.flow_index[sel], cols.ts_ns[sel] // NS, cols.wirelen[sel])
         self._parts.append(part)
-        self._rows += len(part)
-        if self._rows > 4 * 1024 * 1024:  # keep memory bounded: fold the parts together
+        self._rows += part[0].size
+        if self._rows > FOLD_ROWS:
             self._parts = [self._folded()]
-            self._rows = len(self._parts[0])
+            self._rows = self._parts[0][0].size
 
-    def _folded(self) -> pd.DataFrame:
+    def _folded(self) -> Part:
         if not self._parts:
-            return pd.DataFrame(columns=["flow", "second", "packets", "bytes"])
-        merged = pd.concat(self._parts, ignore_index=True)
-        return merged.groupby(["flow", "second"], sort=True).sum().reset_index()
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty, empty
+        flow, second, packets, wire = (np.concatenate(c) for c in zip(*self._parts, strict=True))
+        order = np.lexsort((second, flow))
+        flow, second = flow[order], second[order]
+        starts = np.flatnonzero(np.r_[True, (flow[1:] != flow[:-1]) | (second[1:] != second[:-1])])
+        return (flow[starts], second[starts], np.add.reduceat(packets[order], starts),
+                np.add.reduceat(wire[order], starts))
 
     def table(self, capture_name: str) -> pd.DataFrame:
-        folded = self._folded()
+        flow, second, packets, wire = self._folded()
         return pd.DataFrame({
             "capture": capture_name,
-            "flow_id": folded["flow"].astype(np.int64) + 1,
-            "second": pd.to_datetime(folded["second"].astype(np.int64), unit="s", utc=True),
-            "packets": folded["packets"].astype(np.int64),
-            "bytes": folded["bytes"].astype(np.int64),
+            "flow_id": flow.astype(np.int64) + 1,
+            "second": pd.to_datetime(second.astype(np.int64), unit="s", utc=True),
+            "packets": packets.astype(np.int64),
+            "bytes": wire.astype(np.int64),
         })
+
+
+def _per_second(flow: np.ndarray, second: np.ndarray, wire: np.ndarray) -> Part:
+    """Sum packets and bytes per distinct (flow, second) of one batch."""
+    low = int(second.min())
+    span = int(second.max()) - low + 1
+    cells = (int(flow.max()) + 1) * span
+    if cells <= flow.size + DENSE_SLACK:  # the usual case: a batch covers a second or two
+        key = flow * span + (second - low)
+        packets = np.bincount(key, minlength=cells)
+        wire_sum = np.bincount(key, weights=wire, minlength=cells)
+        used = np.flatnonzero(packets)
+        return (used // span, used % span + low, packets[used],
+                np.rint(wire_sum[used]).astype(np.int64))
+    keys, inverse = np.unique(np.stack([flow, second]), axis=1, return_inverse=True)
+    inverse = inverse.ravel()
+    return (keys[0], keys[1], np.bincount(inverse),
+            np.bincount(inverse, weights=wire).astype(np.int64))
