@@ -16,6 +16,7 @@ check each rewrite their own section of the output file.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -436,8 +437,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def compile_bytecode() -> None:
+    """Byte-compile confscope's modules, as `pip install` does for an installed tool: an editable
+    install run with PYTHONDONTWRITEBYTECODE=1 would compile every module on every run."""
+    import analyzer
+
+    compileall.compile_dir(Path(analyzer.__file__).parent, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_bytecode()
     if args.capture is not None and not args.memory_check:
         wanted = set(args.tools.split(","))
         results = time_tools(args.capture, args.runs, args.jobs,
