@@ -28,6 +28,7 @@ from scapy.layers.l2 import CookedLinuxV2, Ether
 from scapy.packet import Raw
 from scapy.utils import RawPcapWriter
 
+from analyzer.capture import reader as reader_module
 from analyzer.capture.batch import CaptureInfo, PacketBatch
 from analyzer.capture.formats import LT_NOT_A_PACKET
 from analyzer.capture.reader import CaptureReader
@@ -688,3 +689,25 @@ def test_real_capture_frames_agree_with_tshark(path: Path) -> None:
     read = read_all(path, chunk_bytes=4096)
     assert read.info.damage is None
     assert_same_as_tshark(path, read)
+
+
+# --------------------------------------------------------------------------- mapped vs streamed
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100])
+def test_mapped_and_streamed_reading_agree(tmp_path: Path, cut: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain files are mapped; the streaming reader (used where mapping fails) agrees."""
+    pcap, pcapng, _ = big_capture(tmp_path)
+    for source in (pcap, pcapng):
+        data = source.read_bytes()
+        damaged = tmp_path / f"cut-{source.name}"
+        damaged.write_bytes(data[: len(data) - cut])
+        for chunk in (4096, 64 << 20):
+            mapped = read_all(damaged, chunk)
+            with monkeypatch.context() as patch:
+                patch.setattr(reader_module, "_map_file", lambda stream: None)
+                streamed = read_all(damaged, chunk)
+            assert mapped.records == streamed.records and mapped.frames == streamed.frames
+            assert mapped.info == streamed.info
+            assert (mapped.info.damage is None) == (cut == 0)

@@ -1,15 +1,19 @@
 """Read pcap, pcapng and gzip-compressed captures as a stream of `PacketBatch`es.
 
 Memory stays bounded: the file is read in chunks of `chunk_bytes`; a record that straddles two
-chunks is carried over. A damaged capture is read up to the damage, which is recorded in
-`CaptureInfo.damage` rather than raised.
+chunks is carried over. A plain file is mapped instead of read (no copy): batches are views of
+the mapping, and the pages of batches already handed on are dropped from the process.
+A damaged capture is read up to the damage, which is recorded in `CaptureInfo.damage` rather
+than raised.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import mmap
 import os
+import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -62,6 +66,29 @@ def _open_file(path: Path) -> io.BufferedReader:
         raise ConfscopeError(f"{path}: cannot open ({exc.strerror or exc})") from None
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise ConfscopeError(f"{path!r}: not a usable path ({exc})") from None
+
+
+def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
+    """A read-only mapping of a regular file, or None (pipes, special files, no mmap)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size == 0:
+            return None
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+    return mapped
+
+
+def _drop_pages(mapped: mmap.mmap, dropped: int, keep_from: int) -> int:
+    """Drop the pages before `keep_from` (page-aligned down) from the process; the new mark."""
+    upto = keep_from - keep_from % mmap.PAGESIZE
+    if upto > dropped and hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+        return upto
+    return dropped
 
 
 def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
@@ -119,7 +146,11 @@ class CaptureReader:
             head, error = read_upto(stream, 24)
             walker, start = self._make_walker(head, error)
             self.info.file_format = walker.file_format
-            yield from self._walk_chunks(stream, walker, head, start)
+            mapped = None if compressed else _map_file(stream)
+            if mapped is None:
+                yield from self._walk_chunks(stream, walker, head, start)
+            else:
+                yield from self._walk_mapped(mapped, walker, start)
 
     def _make_walker(self, head: bytes, read_error: str) -> tuple[Walker, int]:
         if read_error and len(head) < 24:
@@ -171,6 +202,43 @@ class CaptureReader:
             self._damage(file_offset, f"{self._read_problem()} ({read_error})")
         elif carried:
             self._damage(file_offset, f"capture ends inside a record ({carried} bytes left)")
+
+    def _walk_mapped(self, mapped: mmap.mmap, walker: Walker, start: int
+                     ) -> Iterator[PacketBatch]:
+        """Walk a mapped file chunk by chunk; each batch is a view of the mapping.
+
+        Pages of batches older than `buffers` are dropped from the process (MADV_DONTNEED: the
+        page cache keeps them, and a late reader would fault them back in), so the resident
+        size stays that of the ring of buffers it replaces.
+        """
+        data = memoryview(mapped)
+        size, offset, dropped = len(data), start, 0
+        handed: list[int] = []  # starts of the last `buffers` batches handed on, newest last
+        while offset < size:
+            end, result = self._walk_span(data, walker, offset)
+            self._note_walker(walker)
+            if len(result.records.data_offset):
+                yield self._to_batch(data[offset:end], result)
+                handed = [*handed[1 - self.buffers :], offset] if self.buffers > 1 else [offset]
+                dropped = _drop_pages(mapped, dropped, handed[0])
+            if result.error:
+                self._damage(offset + result.stop, result.error)
+                return
+            offset += result.stop
+            if end == size or result.stop == 0:
+                break
+        if offset < size:
+            self._damage(offset, f"capture ends inside a record ({size - offset} bytes left)")
+
+    def _walk_span(self, data: memoryview, walker: Walker, offset: int
+                   ) -> tuple[int, WalkResult]:
+        """Walk one chunk from `offset`; a chunk that holds no whole record grows to take one."""
+        end = min(offset + self.chunk_bytes, len(data))
+        result = walker.walk(data[offset:end], 0)
+        if result.stop == 0 and not result.error and end < len(data):
+            end = min(offset + self.chunk_bytes + CARRY_ROOM, len(data))
+            result = walker.walk(data[offset:end], 0)
+        return end, result
 
     def _read_problem(self) -> str:
         return "compressed data is damaged" if self.info.compressed else "read error"
