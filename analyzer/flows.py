@@ -79,11 +79,29 @@ def _less(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 class FlowTable:
-    """All flows of one capture."""
+    """All flows of one capture.
+
+    Packet, byte and time counters are kept in arrays while batches arrive (one vectorized
+    update per batch) and copied into the `Flow` objects by `settle`, once the capture is read.
+    """
 
     def __init__(self) -> None:
         self.flows: list[Flow] = []
         self._by_key: dict[tuple[int, ...], int] = {}
+        self._packets = np.zeros(0, dtype=np.int64)  # per flow * 2 + direction
+        self._bytes = np.zeros(0, dtype=np.int64)
+        self._last_ts = np.zeros(0, dtype=np.int64)  # per flow
+        self._syn_sender = np.zeros(0, dtype=np.int8)
+
+    def settle(self) -> None:
+        """Copy the counters into the flows (call when every batch has been through `update`)."""
+        packets, wire = self._packets.tolist(), self._bytes.tolist()
+        last_ts, syn = self._last_ts.tolist(), self._syn_sender.tolist()
+        for i, flow in enumerate(self.flows):
+            flow.packets = packets[2 * i : 2 * i + 2]
+            flow.bytes = wire[2 * i : 2 * i + 2]
+            flow.last_ts_ns = max(flow.last_ts_ns, last_ts[i])
+            flow.syn_sender = syn[i]
 
     def update(self, cols: PacketColumns) -> FlowAssignment:
         n = len(cols)
@@ -139,27 +157,31 @@ class FlowTable:
     def _count(
         self, cols: PacketColumns, sel: np.ndarray, flow_index: np.ndarray, direction: np.ndarray
     ) -> None:
-        present, local = np.unique(flow_index, return_inverse=True)
-        slot = local * 2 + direction
-        size = present.size * 2
-        packets = np.bincount(slot, minlength=size)
+        self._grow(len(self.flows))
+        size = 2 * len(self.flows)
+        slot = flow_index * 2 + direction
+        self._packets[:size] += np.bincount(slot, minlength=size)
         wire = np.bincount(slot, weights=cols.wirelen[sel], minlength=size)
-        last_ts = np.full(present.size, np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(last_ts, local, cols.ts_ns[sel])
+        self._bytes[:size] += np.rint(wire).astype(np.int64)  # exact: sums stay below 2**53
+        np.maximum.at(self._last_ts, flow_index, cols.ts_ns[sel])
         syn = (cols.tcp_flags[sel] & (TCP_SYN | TCP_ACK)) == TCP_SYN
-        syn_dir = np.full(present.size, -1, dtype=np.int64)
-        syn_dir[local[syn]] = direction[syn]
-        for j, index in enumerate(present.tolist()):
-            flow = self.flows[index]
-            self._add(flow, j, packets, wire, int(last_ts[j]), int(syn_dir[j]))
+        if syn.any():  # the first batch with a SYN decides; in it, the last SYN
+            batch_syn = np.full(len(self.flows), -1, dtype=np.int8)
+            batch_syn[flow_index[syn]] = direction[syn]
+            unset = (self._syn_sender[: len(self.flows)] < 0) & (batch_syn >= 0)
+            self._syn_sender[: len(self.flows)][unset] = batch_syn[unset]
 
-    @staticmethod
-    def _add(
-        flow: Flow, j: int, packets: np.ndarray, wire: np.ndarray, last_ts: int, syn_dir: int,
-    ) -> None:
-        for d in (0, 1):
-            flow.packets[d] += int(packets[2 * j + d])
-            flow.bytes[d] += int(wire[2 * j + d])
-        flow.last_ts_ns = max(flow.last_ts_ns, last_ts)
-        if flow.syn_sender < 0 and syn_dir >= 0:
-            flow.syn_sender = syn_dir
+    def _grow(self, flows: int) -> None:
+        if self._last_ts.size >= flows:
+            return
+        capacity = max(2 * flows, 1024)
+        self._packets = _grown(self._packets, 2 * capacity, 0)
+        self._bytes = _grown(self._bytes, 2 * capacity, 0)
+        self._last_ts = _grown(self._last_ts, capacity, np.iinfo(np.int64).min)
+        self._syn_sender = _grown(self._syn_sender, capacity, -1)
+
+
+def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+    grown = np.full(size, fill, dtype=array.dtype)
+    grown[: array.size] = array
+    return grown

@@ -114,6 +114,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
         media.process(batch, cols, assign)
         if progress is not None:
             progress(int(batch.caplen.sum()) + 16 * len(batch))
+    flows.settle()
     media.finish()
     name = Path(path).name
     tables = build_tables(name, flows, inspector, media, capture)
