@@ -60,18 +60,25 @@ def _sdp_entries(flow: Flow, streams: list[StreamState], media: MediaExtractor,
 def _sdes_frames(entries: list[SdpMedia], capture: CaptureFacts) -> list[int]:
     """Frames of cleartext SIP messages whose SDP carried SDES keys for these media."""
     calls = {e.call_id for e in entries if e.sdes_suites and not e.over_tls}
+    if not calls:
+        return []
     return sorted({int(str(row["frame"])) for row in capture.sip_messages
                    if row["sdes_keys"] and row["call_id"] in calls})
 
 
 def _add_control_servers(views: list[FlowView], flows: FlowTable) -> None:
     """Candidate key-delivery servers: the service's TLS flows opened before the media flow."""
+    tls_by_service: dict[str, list[tuple[int, FlowView]]] = {}
+    for view in views:
+        if view.facts.tls is not None:
+            opened = flows.flows[view.flow_id - 1].first_frame
+            tls_by_service.setdefault(view.service, []).append((opened, view))
     for view in views:
         if not view.zoom_media:
             continue
         first = flows.flows[view.flow_id - 1].first_frame
-        tls = [v for v in views if v.service == view.service and v.facts.tls is not None]
-        before = [v for v in tls if flows.flows[v.flow_id - 1].first_frame < first] or tls
+        tls = tls_by_service.get(view.service, [])
+        before = [v for opened, v in tls if opened < first] or [v for _, v in tls]
         view.control_servers = [
             f"{v.server_name or '?'} {v.server} (flow {v.flow_id})" for v in before]
 

@@ -370,7 +370,8 @@ class _Scan:
     roaming_repeats: int  # the same, for the values seen at two or more offsets
     low_entropy: int
     fixed_offset: int
-    examples: Examples
+    pair_a: np.ndarray  # packets (earlier, later) of consecutive occurrences of counted values
+    pair_b: np.ndarray
 
     def rank(self) -> tuple[int, int, int, int]:
         return (self.roaming_repeats, self.repeats, self.pairs, -self.alignment)
@@ -411,7 +412,7 @@ def _evaluate(packets: _Packets | None, over_budget: int, weights: np.ndarray) -
 def _scan_alignment(packets: _Packets, slots: _Slots, usable: np.ndarray, digest: np.ndarray,
                     alignment: int) -> tuple[_Scan, _Sample]:
     grid = _Grid.cut(packets, slots, usable, alignment)
-    return _scan(grid, slots, digest, packets.frame), _Sample.of(grid, slots)
+    return _scan(grid, slots, digest), _Sample.of(grid, slots)
 
 
 def _mix(words: np.ndarray) -> np.ndarray:
@@ -433,11 +434,24 @@ def _payload_digest(packets: _Packets, slots: _Slots, weights: np.ndarray) -> np
 
 def _first_of_each(packets: _Packets, digest: np.ndarray) -> np.ndarray:
     """Mask of the first packet of every (stream, header hash, payload) class."""
-    keys = np.stack([packets.stream.astype(np.uint64), packets.header_hash, digest], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
+    order = np.lexsort((np.arange(digest.size), digest, packets.header_hash, packets.stream))
     kept = np.zeros(packets.start.size, bool)
-    kept[first] = True
+    kept[order[_new_rows(packets.stream[order], packets.header_hash[order], digest[order])]] = True
     return kept
+
+
+def _new_rows(*columns: np.ndarray) -> np.ndarray:
+    """For rows sorted by `columns`: True where a row differs from the one before it."""
+    new = np.ones(columns[0].size, bool)
+    if new.size:
+        new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in columns])
+    return new
+
+
+def _distinct_rows(*columns: np.ndarray) -> int:
+    """How many distinct rows the parallel columns hold."""
+    order = np.lexsort(columns[::-1])
+    return int(_new_rows(*(c[order] for c in columns)).sum())
 
 
 def _repeat_groups(fingerprint: np.ndarray, ids: np.ndarray, words: np.ndarray
@@ -445,13 +459,22 @@ def _repeat_groups(fingerprint: np.ndarray, ids: np.ndarray, words: np.ndarray
     """Blocks whose exact 16-byte value occurs twice or more: their ids (rows of `words`),
     grouped by value and ascending within a group, and the group labels 0..G-1.
 
-    Fingerprints find the candidates with one sort; only those are compared on all 16 bytes."""
-    ordered = np.sort(fingerprint)
-    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    if twice.size == 0:
+    Fingerprints find the candidates with one sort: each id rides in the low bits of its
+    fingerprint (what those bits held only adds candidates, dropped again when the
+    candidates are compared on all 16 bytes)."""
+    if ids.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    at = np.minimum(np.searchsorted(twice, fingerprint), twice.size - 1)
-    candidate = ids[twice[at] == fingerprint]
+    id_bits = np.uint64(max(int(ids.max()).bit_length(), 1))
+    low = np.uint64((1 << int(id_bits)) - 1)
+    packed = np.sort((fingerprint & ~low) | ids.astype(np.uint64))
+    prefix = packed >> id_bits
+    same = prefix[1:] == prefix[:-1]
+    if not same.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    shared = np.zeros(packed.size, bool)
+    shared[1:] = same
+    shared[:-1] |= same
+    candidate = (packed[shared] & low).astype(np.int64)
     w = words[candidate]
     order = np.lexsort((candidate, w[:, 1], w[:, 0]))
     return _exact_runs(candidate[order], w[order])
@@ -462,18 +485,19 @@ def _exact_runs(ids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     new[1:] = (w[1:] != w[:-1]).any(axis=1)
     label = np.cumsum(new) - 1
     keep = np.bincount(label)[label] >= 2
-    _, dense = np.unique(label[keep], return_inverse=True)
-    return ids[keep], dense.astype(np.int64).ravel()
+    kept = label[keep]  # ascending: relabel 0..G-1
+    return ids[keep], np.cumsum(_new_rows(kept)).astype(np.int64) - 1
 
 
 def _group_starts(label: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.r_[True, label[1:] != label[:-1]]) if label.size else label
+    return np.flatnonzero(_new_rows(label))
 
 
-def _scan(grid: _Grid, slots: _Slots, digest: np.ndarray, frame: np.ndarray) -> _Scan:
+def _scan(grid: _Grid, slots: _Slots, digest: np.ndarray) -> _Scan:
     member, label = _repeat_groups(grid.fingerprint, grid.index, grid.words)
     if member.size == 0:
-        return _Scan(grid.alignment, int(grid.index.size), 0, 0, 0, 0, 0, 0, 0, ())
+        none = np.zeros(0, np.int32)
+        return _Scan(grid.alignment, int(grid.index.size), 0, 0, 0, 0, 0, 0, 0, none, none)
     starts = _group_starts(label)
     pkt, off = slots.owner[member], slots.offset[member] + grid.alignment
     roaming = _varies(off, starts)
@@ -481,13 +505,11 @@ def _scan(grid: _Grid, slots: _Slots, digest: np.ndarray, frame: np.ndarray) -> 
     high = _ciphertext_like(_as_bytes(grid.words[member[starts]]))
     counted = high & (roaming | whole)
     pair_a, pair_b = _consecutive_pairs(pkt, label, counted)
-    extra = np.diff(np.r_[starts, member.size]) - 1
+    extra = np.diff(starts, append=member.size) - 1
     return _Scan(grid.alignment, int(grid.index.size), int(counted.sum()),
-                 int((counted & roaming).sum()),
-                 int(np.unique(np.stack([pair_a, pair_b], axis=1), axis=0).shape[0]),
+                 int((counted & roaming).sum()), _distinct_rows(pair_a, pair_b),
                  int(extra[counted].sum()), int(extra[counted & roaming].sum()),
-                 int((~high).sum()), int((high & ~counted).sum()),
-                 _examples(pair_a, pair_b, frame))
+                 int((~high).sum()), int((high & ~counted).sum()), pair_a, pair_b)
 
 
 def _as_bytes(words: np.ndarray) -> np.ndarray:
@@ -516,9 +538,12 @@ def _consecutive_pairs(pkt: np.ndarray, label: np.ndarray, counted: np.ndarray
 
 def _examples(pair_a: np.ndarray, pair_b: np.ndarray, frame: np.ndarray) -> Examples:
     """Up to MAX_EXAMPLES distinct frame pairs, pairs of two frames first, by frame."""
-    pairs = np.unique(np.sort(np.stack([frame[pair_a], frame[pair_b]], axis=1), axis=1), axis=0)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], pairs[:, 0] == pairs[:, 1]))
-    return tuple((int(a), int(b)) for a, b in pairs[order][:MAX_EXAMPLES])
+    first, second = frame[pair_a], frame[pair_b]
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    order = np.lexsort((high, low, low == high))
+    low, high = low[order], high[order]
+    distinct = np.flatnonzero(_new_rows(low, high))[:MAX_EXAMPLES]
+    return tuple(zip(low[distinct].tolist(), high[distinct].tolist(), strict=True))
 
 
 def _texture(sample: _Sample) -> _Texture:
@@ -563,7 +588,8 @@ def _result(scan: _Scan, texture: _Texture, packets: _Packets, kept: np.ndarray,
         repeated_blocks=scan.values, repeat_rate=scan.repeats / n if n else 0.0,
         expected_repeats_random=ALIGNMENTS * n * max(n - 1, 0.0) / 2.0**129,
         best_alignment=scan.alignment, length_multiple_of_16_share=share, verdict=verdict,
-        confidence=confidence, examples=scan.examples, duplicate_packets_discounted=duplicates,
+        confidence=confidence, examples=_examples(scan.pair_a, scan.pair_b, packets.frame),
+        duplicate_packets_discounted=duplicates,
         low_entropy_blocks_discounted=scan.low_entropy,
         fixed_offset_blocks_discounted=scan.fixed_offset,
         off_grid_repeat_share=texture.off_grid_share, top16_byte_share=texture.top16_share,

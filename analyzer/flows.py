@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ TCP_SYN, TCP_ACK = 0x02, 0x10
 Endpoint = tuple[int, int, int]  # (address high 64 bits, low 64 bits, port)
 
 
+@lru_cache(maxsize=1 << 16)  # flows share few addresses; the tables ask for each many times
 def address_text(hi: int, lo: int) -> str:
     """Text form of an address stored as two 64-bit halves (IPv4 as ::ffff:a.b.c.d)."""
     if hi == 0 and (lo >> 32) == 0xFFFF:

@@ -18,6 +18,7 @@ evidence (`analyzer.geo_hints`). Special-purpose addresses are labelled and neve
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import ipaddress
@@ -245,10 +246,27 @@ def _parse_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def special_purpose(ip: str) -> str:
     """The label of a special-purpose address ('private', 'loopback', ...), '' if public."""
     address = _parse_address(ip)
-    for network, label in _SPECIAL:
-        if address.version == network.version and address in network:
-            return label
+    starts, labels = _special_ranges()[address.version]
+    label = labels[bisect.bisect_right(starts, int(address)) - 1]
+    if label:
+        return label
     return "" if address.is_global else "reserved"
+
+
+@functools.cache
+def _special_ranges() -> dict[int, tuple[list[int], list[str]]]:
+    """Per IP version, the address line cut where a special network begins or ends: the start
+    of each piece and the label of the first network in `_SPECIAL` covering it ('' if none)."""
+    ranges: dict[int, tuple[list[int], list[str]]] = {}
+    for version in (4, 6):
+        networks = [(int(n.network_address), int(n.broadcast_address), label)
+                    for n, label in _SPECIAL if n.version == version]
+        edges = {0} | {low for low, _, _ in networks} | {high + 1 for _, high, _ in networks}
+        starts = sorted(edges)
+        labels = [next((label for low, high, label in networks if low <= start <= high), "")
+                  for start in starts]
+        ranges[version] = (starts, labels)
+    return ranges
 
 
 # --- sources ------------------------------------------------------------------------------

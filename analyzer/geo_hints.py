@@ -15,19 +15,24 @@ never a verdict on its own (codes are reused and misused, e.g. "ash" for Ashburn
 
 from __future__ import annotations
 
+import csv
 import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from importlib import resources
+from typing import TYPE_CHECKING, NamedTuple
 
 import airportsdata
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
 if TYPE_CHECKING:
     from analyzer.geo import Location, Vantage
 
 AIRPORTS_SOURCE = f"airportsdata {airportsdata.__version__}"
+_AIRPORTS_DATA = resources.files(airportsdata)  # airports.csv, iata_macs.csv
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 # Light in fibre covers ~200 km per ms one way, so a round trip of r ms reaches r/2*200 km.
@@ -92,9 +97,98 @@ class Place:
     longitude: float
 
 
+class Airfield(NamedTuple):
+    """The columns of one airportsdata airport used here (coordinates as written in its CSV)."""
+
+    icao: str
+    iata: str
+    name: str
+    city: str
+    country: str
+    lat: str
+    lon: str
+
+    @property
+    def latitude(self) -> float:
+        return float(self.lat)
+
+    @property
+    def longitude(self) -> float:
+        return float(self.lon)
+
+
+class IataCity(NamedTuple):
+    """An IATA multi-airport city (LON, NYC, ...) and its airports, as airportsdata has it."""
+
+    name: str
+    country: str
+    airports: tuple[Airfield, ...]
+
+
 @functools.cache
-def _airports() -> tuple[airportsdata.Airport, ...]:
-    return tuple(airportsdata.load("ICAO").values())
+def _airport_table() -> pa.Table:
+    """airportsdata's airports.csv, the columns used here, as text. Read by Arrow, column by
+    column: `airportsdata.load` builds a dict per airport (28,000, converting every number),
+    and `load_iata_macs` loads them all again."""
+    columns = list(Airfield._fields)
+    options = pcsv.ConvertOptions(include_columns=columns,
+                                  column_types=dict.fromkeys(columns, pa.string()),
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False)
+    with _AIRPORTS_DATA.joinpath("airports.csv").open("rb") as handle:
+        return pcsv.read_csv(handle, convert_options=options)
+
+
+@functools.cache
+def _column(name: str) -> tuple[str, ...]:
+    return tuple(_airport_table().column(name).to_pylist())
+
+
+def _airfield(row: int) -> Airfield:
+    return Airfield(**_airport_table().slice(row, 1).to_pylist()[0])
+
+
+def _rows_keyed(key: str) -> dict[str, int]:
+    """Row per code as `airportsdata.load(key.upper())` keys them (the last row wins)."""
+    rows = dict(zip(_column(key), range(_airport_table().num_rows), strict=True))
+    rows.pop("", None)
+    return rows
+
+
+@functools.cache
+def _airport_rows() -> tuple[int, ...]:
+    """The rows of the airports of `airportsdata.load("ICAO")`, in its order."""
+    return tuple(_rows_keyed("icao").values())
+
+
+def _airports() -> list[Airfield]:
+    """The airports of `airportsdata.load("ICAO")`, in its order."""
+    columns = [_column(name) for name in Airfield._fields]
+    return [Airfield(*(column[row] for column in columns)) for row in _airport_rows()]
+
+
+@functools.cache
+def _airport_rows_by_iata() -> dict[str, list[int]]:
+    """The rows of `_airport_rows` with an IATA code, per code."""
+    iata = _column("iata")
+    found: dict[str, list[int]] = {}
+    for row in _airport_rows():
+        if iata[row]:
+            found.setdefault(iata[row], []).append(row)
+    return found
+
+
+@functools.cache
+def _iata_cities() -> dict[str, IataCity]:
+    """`airportsdata.load_iata_macs()`: each city's name and country from its first row."""
+    by_iata = _rows_keyed("iata")
+    cities: dict[str, tuple[str, str, dict[str, int]]] = {}
+    with _AIRPORTS_DATA.joinpath("iata_macs.csv").open(encoding="utf8") as handle:
+        for row in csv.DictReader(handle):
+            _, _, members = cities.setdefault(row["City Code"],
+                                              (row["City Name"], row["Country"], {}))
+            members[row["Airport Code"]] = by_iata[row["Airport Code"]]
+    return {code: IataCity(name, country, tuple(map(_airfield, members.values())))
+            for code, (name, country, members) in cities.items()}
 
 
 def _unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
@@ -104,7 +198,8 @@ def _unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _country_vectors(country: str) -> np.ndarray:
-    rows = [(a["lat"], a["lon"]) for a in _airports() if a["country"] == country]
+    countries, lat, lon = _column("country"), _column("lat"), _column("lon")
+    rows = [(float(lat[r]), float(lon[r])) for r in _airport_rows() if countries[r] == country]
     coords = np.array(rows, dtype=float).reshape(-1, 2)
     return _unit_vectors(coords[:, 0], coords[:, 1])
 
@@ -162,28 +257,25 @@ def lower_bound_km(a: Area, b: Area) -> float | None:
 
 
 @functools.cache
-def iata_places() -> dict[str, Place]:
-    """IATA codes accepted as hostname hints: airports with likely passenger service, then
-    IATA multi-airport city codes (LON, NYC, TYO ...) placed at their airports' centroid."""
-    places = {a["iata"]: _airport_place(a) for a in _airports() if _is_commercial(a)}
-    for code, city in airportsdata.load_iata_macs().items():
-        places.setdefault(code, _city_place(code, city))
-    return places
+def iata_place(code: str) -> Place | None:
+    """The place an IATA code accepted as a hostname hint names: an airport with likely
+    passenger service (the last in `_airports` order), else an IATA multi-airport city code
+    (LON, NYC, TYO ...) placed at its airports' centroid."""
+    code = code.upper()
+    airports = [a for a in map(_airfield, _airport_rows_by_iata().get(code, ()))
+                if not _NON_COMMERCIAL.search(a.name)]
+    if airports:
+        a = airports[-1]
+        return Place(a.iata, "iata", a.name, a.city, a.country, a.latitude, a.longitude)
+    city = _iata_cities().get(code)
+    return None if city is None else _city_place(code, city)
 
 
-def _is_commercial(airport: airportsdata.Airport) -> bool:
-    return bool(airport["iata"]) and not _NON_COMMERCIAL.search(airport["name"])
-
-
-def _airport_place(a: airportsdata.Airport) -> Place:
-    return Place(a["iata"], "iata", a["name"], a["city"], a["country"], a["lat"], a["lon"])
-
-
-def _city_place(code: str, city: airportsdata.IATAMAC) -> Place:
-    members = list(city["airports"].values())
-    lat = sum(m["lat"] for m in members) / len(members)
-    lon = sum(m["lon"] for m in members) / len(members)
-    return Place(code, "iata-city", city["name"], city["name"], city["country"], lat, lon)
+def _city_place(code: str, city: IataCity) -> Place:
+    members = city.airports
+    lat = sum(m.latitude for m in members) / len(members)
+    lon = sum(m.longitude for m in members) / len(members)
+    return Place(code, "iata-city", city.name, city.name, city.country, lat, lon)
 
 
 # --- hostname hints -----------------------------------------------------------------------
@@ -220,7 +312,7 @@ def hostname_hints(
     """IATA location codes in `name`, each compared with `location` and the RTT bound."""
     found: dict[Place, list[str]] = {}
     for code, how in _candidate_codes(name):
-        place = iata_places().get(code.upper())
+        place = iata_place(code)
         if place is not None and how not in found.setdefault(place, []):
             found[place].append(how)
     return tuple(

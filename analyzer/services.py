@@ -8,8 +8,10 @@ last the port.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -75,15 +77,51 @@ def _name_table() -> tuple[dict[str, list[str]], dict[str, str]]:
     return data["suffixes"], data["certificate_names"]
 
 
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """Disjoint, sorted closed integer intervals [starts[i], ends[i]] (merged networks)."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    @staticmethod
+    def of(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Intervals:
+        starts: list[int] = []
+        ends: list[int] = []
+        for net in sorted(networks, key=lambda n: int(n.network_address)):
+            low, high = int(net.network_address), int(net.broadcast_address)
+            if ends and low <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], high)
+            else:
+                starts.append(low)
+                ends.append(high)
+        return Intervals(tuple(starts), tuple(ends))
+
+    def __contains__(self, value: int) -> bool:
+        i = bisect.bisect_right(self.starts, value) - 1
+        return i >= 0 and value <= self.ends[i]
+
+
+@lru_cache(maxsize=1)
+def _range_index() -> tuple[tuple[Networks, dict[int, Intervals]], ...]:
+    """Each service list (in precedence order) with its networks as intervals per IP version."""
+    return tuple(
+        (entry, {version: Intervals.of(n for n in entry.networks if n.version == version)
+                 for version in (4, 6)})
+        for entry in service_ranges()
+    )
+
+
 @lru_cache(maxsize=65536)
 def range_service(address: str) -> Networks | None:
-    """The published service range `address` falls in, if any."""
+    """The published service range `address` falls in, if any (the first list wins)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    for entry in service_ranges():
-        if any(ip.version == net.version and ip in net for net in entry.networks):
+    value = int(ip)
+    for entry, by_version in _range_index():
+        if value in by_version[ip.version]:
             return entry
     return None
 
@@ -177,11 +215,9 @@ def _name_evidence(found: list[Evidence], name: str, source: str, frame: int) ->
 
 
 def _port_evidence(flow: Flow) -> list[Evidence]:
-    found = []
-    for transport, low, high, service, text in PORT_RULES:
-        if flow.transport == transport and any(low <= flow.port(s) <= high for s in (0, 1)):
-            found.append(Evidence(PORT, service, text))
-    return found
+    a, b = flow.port(0), flow.port(1)
+    return [Evidence(PORT, service, text) for transport, low, high, service, text in PORT_RULES
+            if flow.transport == transport and (low <= a <= high or low <= b <= high)]
 
 
 def best(evidence: list[Evidence]) -> Evidence | None:

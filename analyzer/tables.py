@@ -11,11 +11,14 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer import assess, services
 from analyzer.ecb import EcbResult
@@ -162,12 +165,17 @@ COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-def _utc(ns: int | float) -> pd.Timestamp:
-    return pd.Timestamp(int(ns), unit="ns", tz="UTC")
+TIME_COLUMNS = ("first_seen", "last_seen")  # in the rows: nanoseconds since the epoch
 
 
 def _frame(rows: list[dict[str, object]], table: str) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(COLUMNS[table]))
+    """The table from its rows; its `TIME_COLUMNS` become UTC times (one conversion each)."""
+    frame = pd.DataFrame(rows, columns=list(COLUMNS[table]))
+    for column in TIME_COLUMNS if rows else ():
+        if column in frame:
+            ns = frame[column].to_numpy(np.int64)
+            frame[column] = pd.to_datetime(ns, unit="ns", utc=True)
+    return frame
 
 
 # ---------------------------------------------------------------------- flows
@@ -275,7 +283,7 @@ def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
         "client_ip": flow.address(c), "client_port": flow.port(c),
         "server_ip": flow.address(s), "server_port": flow.port(s),
         "p2p": orientation.p2p, "orientation": f"client {orientation.reason}",
-        "first_seen": _utc(flow.first_ts_ns), "last_seen": _utc(flow.last_ts_ns),
+        "first_seen": flow.first_ts_ns, "last_seen": flow.last_ts_ns,
         "duration_s": (flow.last_ts_ns - flow.first_ts_ns) / 1e9,
         "first_frame": flow.first_frame,
         "packets_c2s": flow.packets[c], "packets_s2c": flow.packets[s],
@@ -387,7 +395,7 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
         "out_of_order": stats.out_of_order, "jitter_mean_ms": stats.jitter_mean_ms,
         "jitter_max_ms": stats.jitter_max_ms, "delta_max_ms": stats.delta_max_ms,
         "bitrate_kbps": stats.bitrate_kbps, "duration_s": stats.duration_s,
-        "first_seen": _utc(stats.first_seen * 1e9), "last_seen": _utc(stats.last_seen * 1e9),
+        "first_seen": int(stats.first_seen * 1e9), "last_seen": int(stats.last_seen * 1e9),
         "first_frame": stats.first_frame,
         **_ecb_columns(media.ecb_result(stream)),
         "encryption": verdict.encryption, "encryption_detail": verdict.detail,
@@ -401,25 +409,28 @@ def _stream_row(capture_name: str, flow: Flow, stream: StreamState,
 ROLE_ORDER = ("control", "key-exchange", "media-relay", "stun", "peer", "dns", "other")
 
 
-def role_columns(flows: pd.DataFrame) -> pd.DataFrame:
-    """One boolean column per role the server side of each flow plays (vectorized)."""
-    protocols = flows["protocols"].astype(str)
+MEDIA_PROTOCOLS = frozenset({"rtp", "srtp", "rtcp", "srtcp", "zoom"})
+CONTROL_PROTOCOLS = frozenset({"tls", "quic", "sip", "whatsapp"})
 
-    def has(pattern: str) -> pd.Series:
-        return protocols.str.contains(pattern, regex=True)
 
-    p2p = flows["p2p"].astype(bool)
-    media = has(r"(?:^|\+)(?:s?rtp|s?rtcp|zoom)(?:\+|$)")
-    roles = pd.DataFrame(index=flows.index)
-    roles["dns"] = has(r"(?:^|\+)dns(?:\+|$)")
-    roles["control"] = has(r"(?:^|\+)(?:tls|quic|sip|whatsapp)(?:\+|$)") & (
-        flows["service"] != "other")
-    roles["peer"] = p2p
-    roles["key-exchange"] = ~p2p & (flows["key_exchange"] == "dtls-srtp")
-    roles["media-relay"] = ~p2p & (media | has(r"(?:^|\+)turn(?:\+|$)"))
-    roles["stun"] = has(r"(?:^|\+)stun(?:\+|$)") & ~roles.any(axis=1)
-    roles["other"] = ~roles.any(axis=1)
-    return roles[list(ROLE_ORDER)]
+def flow_roles(protocols: str, service: str, p2p: bool, key_exchange: str) -> set[str]:
+    """The roles (`ROLE_ORDER`) the server side of a flow plays."""
+    found = set(protocols.split("+"))
+    roles = set()
+    if "dns" in found:
+        roles.add("dns")
+    if found & CONTROL_PROTOCOLS and service != "other":
+        roles.add("control")
+    if p2p:
+        roles.add("peer")
+    else:
+        if key_exchange == "dtls-srtp":
+            roles.add("key-exchange")
+        if found & MEDIA_PROTOCOLS or "turn" in found:
+            roles.add("media-relay")
+    if "stun" in found and not roles:
+        roles.add("stun")
+    return roles or {"other"}
 
 
 def _media_seconds(stream_rows: list[dict[str, object]]) -> dict[int, float]:
@@ -438,25 +449,53 @@ def _servers(capture_name: str, flows: pd.DataFrame, names: dict[str, set[tuple[
     data = flows.assign(volume=flows["bytes_c2s"] + flows["bytes_s2c"],
                         rtt=flows["rtt_min_ms"].astype(float),
                         media=flows["flow_id"].map(media_seconds).fillna(0.0))
-    data = pd.concat([data, role_columns(flows)], axis=1)
-    groups = data.groupby("server_ip", sort=True)
-    out = groups.agg(flows=("flow_id", "size"), bytes=("volume", "sum"),
-                     media_seconds=("media", "sum"),
-                     rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
-                     last_seen=("last_seen", "max"),
-                     services=("service", lambda s: "+".join(sorted(set(s)))),
-                     ports=("server_port", lambda s: "+".join(map(str, sorted(set(s))))),
-                     **{role: (role, "any") for role in ROLE_ORDER})
-    best = data.dropna(subset=["rtt"]).sort_values(["rtt", "flow_id"]).groupby("server_ip").first()
-    evidence = "flow " + best["flow_id"].astype(str) + ": " + best["rtt_evidence"].astype(str)
-    out["rtt_evidence"] = evidence.reindex(out.index).fillna("")
-    out["roles"] = [ "+".join(r for r in ROLE_ORDER if row[r]) for _, row in
-                    out[list(ROLE_ORDER)].iterrows()]
+    out = data.groupby("server_ip", sort=True).agg(
+        flows=("flow_id", "size"), bytes=("volume", "sum"), media_seconds=("media", "sum"),
+        rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
+        last_seen=("last_seen", "max"))
+    found = _ServerTexts.of(data)
+    servers = out.index.tolist()
+    out["services"] = ["+".join(sorted(found.services[ip])) for ip in servers]
+    out["ports"] = ["+".join(map(str, sorted(found.ports[ip]))) for ip in servers]
+    out["rtt_evidence"] = [found.rtt_evidence(ip) for ip in servers]
+    out["roles"] = ["+".join(r for r in ROLE_ORDER if r in found.roles[ip]) for ip in servers]
     out["names"] = ["; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ())))
-                    for ip in out.index]
+                    for ip in servers]
     out = out.reset_index().rename(columns={"server_ip": "ip"})
     out["capture"] = capture_name
     return out[list(SERVER_BASE_COLUMNS)]
+
+
+@dataclass(slots=True)
+class _ServerTexts:
+    """Per server address: its flows' services, ports and roles, and the fastest round trip."""
+
+    services: dict[str, set[str]] = field(default_factory=dict)
+    ports: dict[str, set[int]] = field(default_factory=dict)
+    roles: dict[str, set[str]] = field(default_factory=dict)
+    fastest: dict[str, tuple[float, int, str]] = field(default_factory=dict)
+
+    @staticmethod
+    def of(flows: pd.DataFrame) -> _ServerTexts:
+        found = _ServerTexts()
+        columns = ("server_ip", "service", "server_port", "protocols", "p2p", "key_exchange",
+                   "rtt", "flow_id", "rtt_evidence")
+        for ip, service, port, protocols, p2p, key_exchange, rtt, flow_id, evidence in zip(
+                *(flows[c].tolist() for c in columns), strict=True):
+            found.services.setdefault(ip, set()).add(service)
+            found.ports.setdefault(ip, set()).add(port)
+            found.roles.setdefault(ip, set()).update(
+                flow_roles(str(protocols), service, bool(p2p), key_exchange))
+            fastest = found.fastest.get(ip)
+            if not math.isnan(rtt) and (fastest is None or (rtt, flow_id) < fastest[:2]):
+                found.fastest[ip] = (rtt, flow_id, str(evidence))
+        return found
+
+    def rtt_evidence(self, ip: str) -> str:
+        if ip not in self.fastest:
+            return ""
+        _, flow_id, evidence = self.fastest[ip]
+        return f"flow {flow_id}: {evidence}"
 
 
 # ---------------------------------------------------------------------- writing
@@ -468,10 +507,65 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP)."""
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+        if _formula_like(out[column]):
             out[column] = out[column].map(
                 lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
     return out
+
+
+def _formula_like(values: pd.Series) -> bool:
+    """Does a text cell of the column start like a formula? (one Arrow pass per text column)"""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        text = pa.array(values.array)
+        return bool(pc.any(pc.match_substring_regex(text, _FORMULA_START)).as_py())
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        return any(isinstance(v, str) and v.startswith(FORMULA_PREFIXES) for v in values)
+    return False
+
+
+_FORMULA_START = r"^[=+\-@\t\r]"  # FORMULA_PREFIXES as an Arrow (RE2) pattern
+
+
+def _csv_ready(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as `to_csv` should get it: formulas neutralized, UTC times as their text."""
+    out = neutralize_formulas(table)
+    for column in out.columns:
+        dtype = out[column].dtype
+        if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC":
+            text = utc_text(out[column])
+            if text is not None:
+                out[column] = pd.Series(text, index=out.index, dtype=object)
+    return out
+
+
+def utc_text(times: pd.Series) -> np.ndarray | None:
+    """UTC times written as `to_csv` writes them, '2024-05-14 13:00:00.000279+00:00' with as
+    many decimals as the most precise time needs (0, 3, 6 or 9), NaT as ''. Each distinct
+    time is formatted once, vectorized (pandas formats time by time). None for years outside
+    1000-9999, left to pandas."""
+    codes, distinct = pd.factorize(times.dt.tz_localize(None).to_numpy())
+    stamps = np.asarray(distinct)
+    if stamps.size == 0:
+        return np.full(codes.size, "", dtype=object)
+    years = stamps.astype("datetime64[Y]").astype(np.int64) + 1970
+    if years.min() < 1000 or years.max() > 9999:
+        return None
+    unit = _coarsest_unit(stamps)
+    text = np.datetime_as_string(stamps.astype(f"datetime64[{unit}]"), unit=unit)
+    text = np.strings.add(np.strings.replace(text, "T", " ", 1), "+00:00")
+    return np.append(text.astype(object), "")[codes]  # code -1 (NaT) takes the ''
+
+
+TimeUnit = Literal["s", "ms", "us", "ns"]
+_UNITS: tuple[TimeUnit, ...] = ("s", "ms", "us", "ns")
+
+
+def _coarsest_unit(stamps: np.ndarray) -> TimeUnit:
+    """The coarsest of s, ms, us, ns in which every time is whole."""
+    for unit in _UNITS:
+        if (stamps.astype(f"datetime64[{unit}]") == stamps).all():
+            return unit
+    return _UNITS[-1]
 
 
 def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
@@ -483,7 +577,7 @@ def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
     written = []
     try:
         for name, table in tables.items():
-            neutralize_formulas(table).to_csv(staging / f"{name}.csv", index=False)
+            _csv_ready(table).to_csv(staging / f"{name}.csv", index=False)
             _parquet_ready(table).to_parquet(staging / f"{name}.parquet", index=False)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         if findings is not None:

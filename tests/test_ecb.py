@@ -543,3 +543,33 @@ def test_corpus_rtp_payloads_agree_with_tshark() -> None:
             assert number in ours and ours[number].startswith(payload), (capture.name, number)
             checked += 1
     assert checked > 1000
+
+
+# ---------------------------------------------------------------------- repeat grouping
+
+
+def _groups_by_value(ids: np.ndarray, words: np.ndarray) -> list[list[int]]:
+    """Ids of the blocks whose 16-byte value occurs twice or more, grouped by value (ordered by
+    value, ascending ids within a group): the slow, obvious form."""
+    by_value: dict[tuple[int, int], list[int]] = {}
+    for i in ids.tolist():
+        by_value.setdefault((int(words[i, 0]), int(words[i, 1])), []).append(i)
+    return [sorted(found) for _, found in sorted(by_value.items()) if len(found) >= 2]
+
+
+@pytest.mark.parametrize("fingerprint", ["mixed", "constant", "low-bits-only"])
+def test_repeat_groups_are_exact_whatever_the_fingerprints(fingerprint: str) -> None:
+    from analyzer.ecb import _group_starts, _mix, _repeat_groups
+
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 2, 50, 3000):
+        words = rng.integers(0, 4, (size, 2)).astype(np.uint64)  # many repeats
+        words[::3] = rng.integers(0, 2**63, (len(words[::3]), 2)).astype(np.uint64)
+        ids = np.flatnonzero(rng.random(size) < 0.8)
+        prints = {"mixed": _mix(words[ids]), "constant": np.zeros(ids.size, np.uint64),
+                  "low-bits-only": _mix(words[ids]) & np.uint64(0xFF)}[fingerprint]
+        member, label = _repeat_groups(prints, ids, words)
+        starts = _group_starts(label)
+        found = [group.tolist() for group in np.split(member, starts[1:])] if member.size else []
+        assert found == _groups_by_value(ids, words)
+        assert label.tolist() == sorted(label.tolist())

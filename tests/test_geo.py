@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from netaddr import IPSet
 
-from analyzer import geo
+from analyzer import geo, geo_hints
 from analyzer.errors import ConfscopeError
 from analyzer.geo import (
     GeoResolver,
@@ -435,3 +435,57 @@ def test_hint_from_label_part_and_city_code() -> None:
     assert (lhr.code, lhr.country, lhr.matched) == ("LHR", "GB", "label part")
     (lon,) = hostname_hints("edge1.lon.example.co.uk")
     assert (lon.code, lon.kind, lon.country) == ("LON", "iata-city", "GB")
+
+
+# --- fast lookups, against the straightforward forms ---------------------------------------
+
+
+def _special_by_scan(ip: str) -> str:
+    """special_purpose as a scan of every special network in order."""
+    address = geo._parse_address(ip)
+    for network, label in geo._SPECIAL:
+        if address.version == network.version and address in network:
+            return label
+    return "" if address.is_global else "reserved"
+
+
+def test_special_purpose_matches_a_scan_of_every_network() -> None:
+    addresses = ["::ffff:10.1.2.3", "64:ff9b::a00:1", "64:ff9b::808:808", "8.8.8.8", "::"]
+    for network, _ in geo._SPECIAL:
+        low, high = int(network.network_address), int(network.broadcast_address)
+        top = 2**32 - 1 if network.version == 4 else 2**128 - 1
+        for value in (low - 1, low, low + 1, (low + high) // 2, high - 1, high, high + 1):
+            if 0 <= value <= top:
+                addresses.append(str(ipaddress.ip_address(value) if network.version == 4
+                                     else ipaddress.IPv6Address(value)))
+    for address in addresses:
+        assert special_purpose(address) == _special_by_scan(address), address
+
+
+def _fields(airport: airportsdata.Airport) -> tuple[object, ...]:
+    return (airport["icao"], airport["iata"], airport["name"], airport["city"],
+            airport["country"], airport["lat"], airport["lon"])
+
+
+def test_airport_table_is_airportsdata_load() -> None:
+    expected = [_fields(a) for a in airportsdata.load("ICAO").values()]
+    assert [(*a[:5], a.latitude, a.longitude) for a in geo_hints._airports()] == expected
+
+
+def test_iata_places_are_airportsdata_commercial_airports_then_cities() -> None:
+    places: dict[str, tuple[object, ...]] = {}
+    for a in airportsdata.load("ICAO").values():
+        if a["iata"] and not geo_hints._NON_COMMERCIAL.search(a["name"]):
+            places[a["iata"]] = ("iata", a["name"], a["city"], a["country"], a["lat"], a["lon"])
+    for code, city in airportsdata.load_iata_macs().items():
+        members = list(city["airports"].values())
+        lat = sum(m["lat"] for m in members) / len(members)
+        lon = sum(m["lon"] for m in members) / len(members)
+        places.setdefault(code, ("iata-city", city["name"], city["name"], city["country"],
+                                 lat, lon))
+    codes = set(places) | {a["iata"] for a in airportsdata.load("IATA").values()} | {"", "ZZZ"}
+    for code in codes:
+        place = geo_hints.iata_place(code.lower())
+        found = None if place is None else (place.kind, place.name, place.city, place.country,
+                                             place.latitude, place.longitude)
+        assert found == places.get(code), code

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import random
+import zoneinfo
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyzer.findings import COVERAGE_COLUMNS, VERDICTS, coverage
 from analyzer.pipeline import analyze
-from analyzer.tables import COLUMNS, columns_markdown
+from analyzer.tables import (
+    COLUMNS,
+    ROLE_ORDER,
+    _csv_ready,
+    _servers,
+    columns_markdown,
+    flow_roles,
+    neutralize_formulas,
+    utc_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +37,166 @@ def test_every_table_has_exactly_its_documented_columns() -> None:
     tables = analyze(captures[:3]).tables if captures else {}
     for name, frame in tables.items():
         assert list(frame.columns) == list(COLUMNS[name]), name
+
+
+# --- fast paths of the table writer and the servers table, against pandas' own ----------
+
+
+def _pandas_csv(times: pd.Series) -> list[str]:
+    """The times as pandas writes them into a CSV (beside a second column)."""
+    lines = times.to_frame("t").assign(x=0).to_csv(index=False).splitlines()[1:]
+    return [line.rsplit(",", 1)[0] for line in lines]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", ["UTC", dt.UTC, zoneinfo.ZoneInfo("UTC")])
+def test_utc_text_is_what_pandas_writes(unit: str, tz: object) -> None:
+    rng = np.random.default_rng(7)
+    for step in (10**9, 10**6, 10**3, 1):  # whole seconds, then ms, us and ns
+        ns = rng.integers(-2 * 10**18, 4 * 10**18, 200) // step * step
+        for values in (ns, ns[:1], ns[:0]):
+            times = pd.Series(pd.to_datetime(values, unit="ns")).dt.as_unit(unit)
+            times = times.dt.tz_localize(tz)
+            times[::7] = pd.NaT
+            text = utc_text(times)
+            assert text is not None
+            expected = _pandas_csv(times)
+            assert text.tolist() == expected
+
+
+def test_utc_text_leaves_far_years_to_pandas() -> None:
+    far = np.array(["0900-01-01", "2024-05-14"], dtype="datetime64[s]")
+    times = pd.Series(far).dt.tz_localize("UTC")
+    assert utc_text(times) is None
+
+
+def test_csv_ready_writes_what_neutralized_pandas_writes() -> None:
+    frame = pd.DataFrame({
+        "name": ["=cmd", "zoom.us", None, "\tx"],
+        "mixed": [True, "-1", np.nan, 3],
+        "first_seen": pd.to_datetime([0, 1_500, None, 10**9], unit="ns", utc=True),
+        "second": pd.to_datetime([0, 1, 2, 3], unit="s", utc=True).as_unit("us"),
+        "count": [1, 2, 3, 4],
+    })
+    assert _csv_ready(frame).to_csv(index=False) == neutralize_formulas(frame).to_csv(index=False)
+    assert neutralize_formulas(frame)["name"].tolist()[0] == "'=cmd"
+
+
+def _reference_roles(flows: pd.DataFrame) -> pd.DataFrame:
+    """The roles as regular expressions over the protocols column (the former vectorized form)."""
+    protocols = flows["protocols"].astype(str)
+
+    def has(pattern: str) -> pd.Series:
+        return protocols.str.contains(pattern, regex=True)
+
+    p2p = flows["p2p"].astype(bool)
+    media = has(r"(?:^|\+)(?:s?rtp|s?rtcp|zoom)(?:\+|$)")
+    roles = pd.DataFrame(index=flows.index)
+    roles["dns"] = has(r"(?:^|\+)dns(?:\+|$)")
+    roles["control"] = has(r"(?:^|\+)(?:tls|quic|sip|whatsapp)(?:\+|$)") & (
+        flows["service"] != "other")
+    roles["peer"] = p2p
+    roles["key-exchange"] = ~p2p & (flows["key_exchange"] == "dtls-srtp")
+    roles["media-relay"] = ~p2p & (media | has(r"(?:^|\+)turn(?:\+|$)"))
+    roles["stun"] = has(r"(?:^|\+)stun(?:\+|$)") & ~roles.any(axis=1)
+    roles["other"] = ~roles.any(axis=1)
+    return roles[list(ROLE_ORDER)]
+
+
+def test_flow_roles_match_the_pattern_form() -> None:
+    rng = random.Random(3)
+    names = ["dns", "tls", "quic", "sip", "stun", "turn", "dtls", "zrtp", "zoom", "srtp",
+             "srtcp", "rtp", "rtcp", "tcp", "whatsapp", "rtpx", "xdns"]
+    flows = pd.DataFrame([{
+        "protocols": "+".join(rng.sample(names, rng.randint(0, 4))),
+        "service": rng.choice(["zoom", "other", "teams"]), "p2p": rng.random() < 0.3,
+        "key_exchange": rng.choice(["dtls-srtp", "none", "tls"]),
+    } for _ in range(3000)])
+    expected = _reference_roles(flows)
+    for i, row in enumerate(flows.itertuples()):
+        roles = flow_roles(row.protocols, row.service, row.p2p, row.key_exchange)
+        assert roles == {r for r in ROLE_ORDER if expected.iloc[i][r]}, row
+
+
+def test_servers_table_fields() -> None:
+    times = pd.to_datetime([1, 2, 3, 4], unit="s", utc=True)
+    flows = pd.DataFrame({
+        "flow_id": [1, 2, 3, 4], "server_ip": ["10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.2"],
+        "server_port": [443, 3478, 8801, 443], "service": ["zoom", "other", "zoom", "teams"],
+        "protocols": ["tls", "stun", "zoom", "tls"], "p2p": [False] * 4,
+        "key_exchange": ["tls", "none", "none", "tls"], "bytes_c2s": [1, 2, 3, 4],
+        "bytes_s2c": [10, 20, 30, 40], "rtt_min_ms": [5.0, math.nan, 2.0, 2.0],
+        "rtt_evidence": ["tls frames 1->2", "", "zoom frames 5->6", "tls frames 7->8"],
+        "first_seen": times, "last_seen": times,
+    })
+    out = _servers("c.pcap", flows, {"10.0.0.2": {("zoom.us", "dns")}}, {3: 1.5})
+    assert out["ip"].tolist() == ["10.0.0.1", "10.0.0.2"]
+    assert out["services"].tolist() == ["other", "teams+zoom"]
+    assert out["ports"].tolist() == ["3478", "443+8801"]
+    assert out["roles"].tolist() == ["stun", "control+media-relay"]
+    assert out["rtt_evidence"].tolist() == ["", "flow 3: zoom frames 5->6"]  # tie: lower flow
+    assert out["names"].tolist() == ["", "zoom.us (dns)"]
+    assert out["flows"].tolist() == [1, 3] and out["bytes"].tolist() == [22, 88]
+    assert out["media_seconds"].tolist() == [0.0, 1.5]
+
+
+# --- coverage, against its straightforward pandas form -------------------------------------
+
+
+def _reference_coverage(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    flows, streams = tables["flows"], tables["streams"]
+    rows: list[dict[str, object]] = []
+    for capture in sorted(set(flows["capture"])):
+        f = flows[flows["capture"] == capture]
+        s = streams[streams["capture"] == capture]
+        for scope in ["all", *sorted(set(f["service"]))]:
+            part_f = f if scope == "all" else f[f["service"] == scope]
+            part_s = s[s["flow_id"].isin(part_f["flow_id"])]
+            packets = part_f["packets_c2s"] + part_f["packets_s2c"]
+            volume = part_f["bytes_c2s"] + part_f["bytes_s2c"]
+            totals = (len(part_f), packets.sum(), volume.sum(), part_s["duration_s"].sum())
+            for verdict in VERDICTS:
+                mask = part_f["encryption"] == verdict
+                smask = part_s["encryption"] == verdict
+                values = (int(mask.sum()), int(packets[mask].sum()), int(volume[mask].sum()),
+                          float(part_s["duration_s"][smask].sum()))
+                shares = [v / t if t else 0.0 for v, t in zip(values, totals, strict=True)]
+                relayed = smask & part_s["protection"].isin(["hop-by-hop", "service-held-keys"])
+                rows.append({
+                    "capture": capture, "scope": scope, "verdict": verdict, "flows": values[0],
+                    "packets": values[1], "bytes": values[2],
+                    "media_seconds": round(values[3], 3), "share_flows": shares[0],
+                    "share_packets": shares[1], "share_bytes": shares[2],
+                    "share_media_seconds": shares[3],
+                    "media_seconds_hop_by_hop": round(
+                        float(part_s["duration_s"][relayed].sum()), 3)})
+    return pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
+
+
+def test_coverage_matches_its_pandas_form() -> None:
+    rng = np.random.default_rng(11)
+    verdicts = [*VERDICTS, None]
+    protections = ["hop-by-hop", "service-held-keys", "end-to-end", None]
+    for _ in range(60):
+        flow_parts, stream_parts = [], []
+        for c in range(int(rng.integers(1, 4))):
+            n, m = int(rng.integers(0, 30)), int(rng.integers(0, 40))
+            flow_parts.append(pd.DataFrame({
+                "capture": f"c{c}", "flow_id": np.arange(1, n + 1),
+                "service": rng.choice(["zoom", "teams", "other"], n),
+                "encryption": [verdicts[i] for i in rng.integers(0, 5, n)],
+                **{k: rng.integers(0, 10**9, n) for k in
+                   ("packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c")}}))
+            duration = rng.random(m) * 100
+            duration[rng.random(m) < 0.1] = np.nan
+            stream_parts.append(pd.DataFrame({
+                "capture": f"c{c}", "flow_id": rng.integers(1, n + 2, m),
+                "encryption": [verdicts[i] for i in rng.integers(0, 5, m)],
+                "protection": [protections[i] for i in rng.integers(0, 4, m)],
+                "duration_s": duration}) if m else pd.DataFrame(columns=[
+                    "capture", "flow_id", "encryption", "protection", "duration_s"]))
+        tables = {"flows": pd.concat(flow_parts, ignore_index=True),
+                  "streams": pd.concat(stream_parts, ignore_index=True)}
+        got, expected = coverage(tables), _reference_coverage(tables)
+        assert got.to_csv() == expected.to_csv()
+        assert got.dtypes.equals(expected.dtypes)

@@ -1,0 +1,62 @@
+"""The service range lookup (sorted intervals, bisect) agrees with testing every network."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+import pytest
+
+from analyzer.services import Intervals, Networks, range_service, service_ranges
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _by_scan(address: str) -> Networks | None:
+    """The first published list with a network holding `address` (a linear scan)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    for entry in service_ranges():
+        if any(ip.version == net.version and ip in net for net in entry.networks):
+            return entry
+    return None
+
+
+def _edges() -> list[str]:
+    """Addresses at, next to and inside every published network."""
+    found: list[str] = []
+    for entry in service_ranges():
+        for net in entry.networks:
+            low, high = int(net.network_address), int(net.broadcast_address)
+            top = 2**32 - 1 if net.version == 4 else 2**128 - 1
+            kind: type[Address] = (ipaddress.IPv4Address if net.version == 4
+                                   else ipaddress.IPv6Address)
+            found += [str(kind(v)) for v in (low - 1, low, low + 1, (low + high) // 2,
+                                             high - 1, high, high + 1) if 0 <= v <= top]
+    return found
+
+
+def test_range_service_matches_a_scan_of_every_network() -> None:
+    rng = random.Random(1)
+    addresses = _edges()
+    addresses += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(5000)]
+    addresses += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(500)]
+    addresses += ["::ffff:" + a for a in addresses[:200] if ":" not in a]
+    addresses += ["not an address", ""]
+    for address in addresses:
+        assert range_service(address) is _by_scan(address), address
+
+
+@pytest.mark.parametrize(("networks", "inside", "outside"), [
+    (["10.0.0.0/24", "10.0.1.0/24"], ["10.0.0.0", "10.0.1.255"], ["9.255.255.255", "10.0.2.0"]),
+    (["10.0.0.0/8", "10.1.0.0/16"], ["10.1.2.3", "10.255.255.255"], ["11.0.0.0"]),
+    (["10.0.0.0/24", "10.0.2.0/24"], ["10.0.2.7"], ["10.0.1.0", "10.0.3.0"]),
+    ([], [], ["0.0.0.0"]),
+])
+def test_intervals_merge_and_bisect(networks: list[str], inside: list[str],
+                                    outside: list[str]) -> None:
+    intervals = Intervals.of(ipaddress.ip_network(n) for n in networks)
+    assert all(int(ipaddress.ip_address(a)) in intervals for a in inside)
+    assert not any(int(ipaddress.ip_address(a)) in intervals for a in outside)
