@@ -1,6 +1,7 @@
 """The media fast path: RTP and RTCP found and decoded as columns, fed to per-stream statistics.
 
-RTP is looked for in four places, all vectorized over the batch:
+RTP is looked for in four places, over the whole batch at once (`find_media`: one pass in C
+with the extension, else vectorized numpy):
   * plain UDP payloads whose first byte is in the RTP range of the RFC 7983 table;
   * TURN ChannelData (RFC 8656 §12) on flows that spoke STUN/TURN: the RTP starts 4 bytes in;
   * Microsoft's multiplexed TURN frames (0xFF10, MS-TURN §2.2.3): 12 bytes in;
@@ -11,20 +12,22 @@ trailer and read SR/SDES; and only a bounded sample of them per flow.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
+from analyzer import speedups
 from analyzer.capture.batch import PacketBatch
 from analyzer.decode import rtcp, zoom
 from analyzer.decode.demux import Demux, classify_many
 from analyzer.decode.payload_types import static_payload_type
-from analyzer.decode.rtp import RtpColumns, rtp_header_columns
+from analyzer.decode.rtp import rtp_header_columns
 from analyzer.ecb import EcbDetector, EcbResult
 from analyzer.facts import CaptureFacts, FlowFacts, SdpMedia
-from analyzer.flows import FlowAssignment, FlowTable
+from analyzer.flows import Flow, FlowAssignment, FlowTable
 from analyzer.packets import PROTO_UDP, Gather, PacketColumns
 from analyzer.rtpstats import StreamSet, StreamStatistics
 
@@ -45,34 +48,98 @@ NOT_MEDIA = frozenset({"dns", "sip", "quic", "tls"})  # flows the slow path iden
 NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 5353, 5355})
 
 
-def head_matrix(g: Gather, offset: np.ndarray, length: np.ndarray, columns: int) -> np.ndarray:
-    """The first `columns` bytes at each offset as an (N, columns) matrix, zero past `length`.
-
-    One strided row gather (a sliding-window view of the buffer) instead of a gather per column.
-    """
-    buffer = g.buffer
-    if buffer.size < columns:
-        buffer = np.concatenate([buffer, np.zeros(columns, dtype=np.uint8)])
-    windows = sliding_window_view(buffer, columns)
-    head = windows[np.minimum(offset, windows.shape[0] - 1)]
-    short = np.flatnonzero((length < columns) | (offset > windows.shape[0] - 1))
-    if short.size:
-        keep = np.arange(columns)[None, :] < np.minimum(length[short], columns)[:, None]
-        keep &= offset[short][:, None] + np.arange(columns)[None, :] < g.buffer.size
-        head[short] = np.where(keep, head[short], 0)
-    return head
-
-
 @dataclass(slots=True)
 class Candidates:
-    """Places where an RTP/RTCP header may start, one per packet that has one."""
+    """Places where an RTP/RTCP header may start (find_media's numpy path)."""
 
-    row: np.ndarray  # index into the batch's PacketColumns
+    row: np.ndarray  # index of the payload
     offset: np.ndarray  # absolute offset of the RTP header in the buffer
     length: np.ndarray  # bytes from there to the end of the (inner) packet
     encap: np.ndarray  # ENCAP_*
     zoom_kind: np.ndarray  # Zoom media kind name index (-1 outside Zoom)
     zoom_layout: np.ndarray  # index into zoom.LAYOUT_CODES (0 outside Zoom)
+
+
+@dataclass(slots=True)
+class RtpPackets:
+    """The RTP packets found in UDP payloads (valid RTP candidates, not RTCP), in order."""
+
+    row: np.ndarray  # int64: index of the payload (of the packet in MediaExtractor.process)
+    offset: np.ndarray  # int64 absolute offset of the RTP header in the buffer
+    length: np.ndarray  # int64 bytes from there to the end of the (inner) packet
+    encap: np.ndarray  # int8 ENCAP_*
+    zoom_kind: np.ndarray  # int8 Zoom media kind name index (-1 outside Zoom)
+    zoom_layout: np.ndarray  # int8 index into zoom.LAYOUT_CODES (0 outside Zoom)
+    payload_type: np.ndarray  # uint8
+    marker: np.ndarray  # bool
+    sequence_number: np.ndarray  # uint16
+    timestamp: np.ndarray  # uint32
+    ssrc: np.ndarray  # uint32
+    header_length_min: np.ndarray  # int64: 12 + 4 * CSRC count
+    extension: np.ndarray  # bool
+    stream_key: np.ndarray  # int64, see _stream_key
+
+
+@dataclass(slots=True)
+class RtcpCandidates:
+    """Candidates that start as RTCP (RFC 5761 §4), in order."""
+
+    row: np.ndarray  # int64, as RtpPackets.row
+    offset: np.ndarray  # int64
+    length: np.ndarray  # int64
+
+
+@dataclass(slots=True)
+class MediaScan:
+    """What `find_media` found in a batch's UDP payloads."""
+
+    rtp: RtpPackets
+    rtcp: RtcpCandidates
+    zoom_valid: np.ndarray  # bool per payload: Zoom's classifier took it ...
+    zoom_layout: np.ndarray  # int8 per payload: ... as this layout (LAYOUT_CODES index)
+
+
+@dataclass(slots=True)
+class _Slots:
+    """Per UDP payload of a batch: its first candidate (plain or TURN) and up to two inside
+    Zoom; `take` lists the payloads holding one, the other fields are parallel to `take`."""
+
+    take: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    encap: np.ndarray | int
+    zoom_kind: np.ndarray | int = -1
+    zoom_layout: np.ndarray | int = 0
+
+
+@dataclass(slots=True)
+class _FlowPorts:
+    """What decides a flow's mode and never changes: its ports and endpoints."""
+
+    flow: Flow
+    no_media: bool
+    zoom_server: bool
+    turn: bool
+    endpoints: tuple[tuple[str, int], tuple[str, int]] | None = None  # when first needed
+
+    @classmethod
+    def of(cls, flow: Flow) -> _FlowPorts:
+        ports = (flow.a[2], flow.b[2])
+        return cls(flow, no_media=any(p in NOT_MEDIA_PORTS for p in ports),
+                   zoom_server=any(ZOOM_PORTS[0] <= p <= ZOOM_PORTS[1] for p in ports),
+                   turn=any(p in TURN_PORTS for p in ports))
+
+    def named_endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """(address text, port) of side A and of side B."""
+        if self.endpoints is None:
+            flow = self.flow
+            self.endpoints = ((flow.address(0), flow.port(0)), (flow.address(1), flow.port(1)))
+        return self.endpoints
+
+    def zoom_stun_client(self, clients: dict[tuple[str, int], float]) -> bool:
+        """Whether either endpoint was seen as a Zoom client in STUN."""
+        endpoints = self.named_endpoints()
+        return endpoints[0] in clients or endpoints[1] in clients
 
 
 @dataclass(slots=True)
@@ -109,130 +176,112 @@ class MediaExtractor:
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
         self.srtcp_packets: dict[tuple[int, int], int] = {}
         self._rtcp_sampled: dict[int, int] = {}
+        self._stream_keys: dict[int, StreamState] = {}  # _stream_key -> stream
+        self._flow_ports: list[_FlowPorts | None] = []  # by flow index, once seen
+        self._modes = np.zeros(0, np.int8)  # by flow index: scratch for _flow_modes
+        self._present = np.zeros(0, bool)  # by flow index: scratch, all False between batches
+        self._scratch = speedups.MediaScratch()  # find_media's outputs, reused batch to batch
 
     # ------------------------------------------------------------------ per batch
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
         g = Gather(batch.buffer)
-        cand = self._candidates(g, cols, assign)
-        if cand.row.size == 0:
-            return
-        head = head_matrix(g, cand.offset, cand.length, HEAD_COLUMNS)
-        rtp = rtp_header_columns(head, cand.length)
-        is_rtcp = ((head[:, 0] >> 6) == 2) & (head[:, 1] >= 192) & (head[:, 1] <= 223)
-        self._rtcp(batch, cand, assign, is_rtcp)
-        ok = rtp.valid & ~is_rtcp
-        if ok.any():
-            self._rtp(g, cols, assign, cand, rtp, ok)
-
-    def _candidates(
-        self, g: Gather, cols: PacketColumns, assign: FlowAssignment
-    ) -> Candidates:
         fi, plen, at = assign.flow_index, cols.payload_len, cols.payload_offset
-        udp = (cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen >= 8)
-        rows = np.flatnonzero(udp)
-        mode = self._flow_modes(fi[rows])
-        first = g.u8(at[rows])
-        demux = classify_many(first)
-        parts = [self._plain(rows, at, plen, mode, demux)]
-        parts.append(self._turn(g, rows, at, plen, mode, demux))
-        parts.append(self._zoom(g, rows, at, plen, mode, fi))
-        fields = ("row", "offset", "length", "encap", "zoom_kind", "zoom_layout")
-        merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
-        order = np.argsort(merged["row"], kind="stable")  # back to capture order
-        cand = Candidates(*(merged[f][order] for f in fields))
-        # a Zoom packet with two RTP packets: the first (FEC) ends where the second starts
-        same = np.flatnonzero(cand.row[1:] == cand.row[:-1])
-        cand.length[same] = cand.offset[same + 1] - cand.offset[same]
-        return cand
+        rows = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen >= 8))
+        flows = fi[rows]
+        scan = find_media(g, at[rows], plen[rows], self._flow_modes(flows), flows,
+                          assign.direction[rows], self._scratch)
+        self._note_zoom_layouts(flows, scan.zoom_layout, scan.zoom_valid)
+        if scan.rtcp.row.size:
+            scan.rtcp.row = rows[scan.rtcp.row]
+            self._rtcp(batch, scan.rtcp, assign)
+        if scan.rtp.row.size:
+            scan.rtp.row = rows[scan.rtp.row]
+            self._rtp(g, cols, scan.rtp)
 
     def _flow_modes(self, flow_index: np.ndarray) -> np.ndarray:
-        """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN."""
-        present, inverse = np.unique(flow_index, return_inverse=True)
-        modes = np.array([self._flow_mode(int(i)) for i in present], dtype=np.int8)
-        return modes[inverse]
+        """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN.
 
-    def _flow_mode(self, index: int) -> int:
-        flow, facts = self.flows.flows[index], self.facts[index]
-        ports = (flow.a[2], flow.b[2])
-        if facts.protocols & NOT_MEDIA or any(p in NOT_MEDIA_PORTS for p in ports):
-            return 3  # no RTP here: neither plain (mode & 3 != 0) nor Zoom (mode 3 unused)
-        mode = 0
-        if any(ZOOM_PORTS[0] <= p <= ZOOM_PORTS[1] for p in ports):
-            mode = 1
-        elif facts.zoom_p2p or any(
-            (flow.address(s), flow.port(s)) in self.capture.zoom_stun_clients for s in (0, 1)
-        ):
-            mode = 2
-        if facts.stun is not None or any(p in TURN_PORTS for p in ports):
-            mode += 4
-        return mode
+        Decided afresh each batch for each flow present (its facts may have grown since), from
+        the flow's cached ports and endpoint names and its current facts.
+        """
+        count = len(self.flows.flows)
+        if self._modes.size < count:
+            capacity = max(count, 2 * self._modes.size, 1024)
+            self._modes = np.zeros(capacity, np.int8)
+            self._present = np.zeros(capacity, bool)
+        self._present[flow_index] = True
+        present = np.flatnonzero(self._present)
+        self._present[present] = False
+        ports_of, facts_of = self._flow_ports, self.facts
+        ports_of.extend([None] * (count - len(ports_of)))
+        clients = self.capture.zoom_stun_clients
+        modes = []
+        for index in present.tolist():  # inline: thousands of flows per capture and batch
+            ports, facts = ports_of[index] or self._flow(index), facts_of[index]
+            if ports.no_media or not facts.protocols.isdisjoint(NOT_MEDIA):
+                modes.append(3)  # no RTP: neither plain (mode & 3 != 0) nor Zoom (3 unused)
+                continue
+            mode = 0
+            if ports.zoom_server:
+                mode = 1
+            elif facts.zoom_p2p or (clients and ports.zoom_stun_client(clients)):
+                mode = 2
+            modes.append(mode + 4 if facts.stun is not None or ports.turn else mode)
+        self._modes[present] = modes
+        return self._modes[flow_index]
 
-    @staticmethod
-    def _plain(rows: np.ndarray, at: np.ndarray, plen: np.ndarray, mode: np.ndarray,
-               demux: np.ndarray) -> Candidates:
-        sel = rows[((mode & 3) == 0) & (demux == Demux.RTP)]
-        return Candidates(sel, at[sel], plen[sel], np.full(sel.size, ENCAP_PLAIN),
-                          np.full(sel.size, -1), np.zeros(sel.size, dtype=np.int64))
-
-    @staticmethod
-    def _turn(g: Gather, rows: np.ndarray, at: np.ndarray, plen: np.ndarray, mode: np.ndarray,
-              demux: np.ndarray) -> Candidates:
-        turn = (mode & 4) != 0
-        channel = rows[turn & (demux == Demux.TURN_CHANNEL) & (plen[rows] >= 16)]
-        ms = rows[turn & (demux == Demux.QUIC_LONG) & (plen[rows] >= 24)]
-        ms = ms[g.u16(at[ms]) == 0xFF10]
-        inner_len = np.minimum(g.u16(at[channel] + 2).astype(np.int64), plen[channel] - 4)
-        sel = np.concatenate([channel, ms])
-        return Candidates(
-            sel, np.concatenate([at[channel] + 4, at[ms] + 12]),
-            np.concatenate([inner_len, plen[ms] - 12]),
-            np.concatenate([np.full(channel.size, ENCAP_TURN), np.full(ms.size, ENCAP_MS_TURN)]),
-            np.full(sel.size, -1), np.zeros(sel.size, dtype=np.int64),
-        )
-
-    def _zoom(self, g: Gather, rows: np.ndarray, at: np.ndarray, plen: np.ndarray,
-              mode: np.ndarray, flow_index: np.ndarray) -> Candidates:
-        zoom_rows = ((mode & 3) == 1) | ((mode & 3) == 2)
-        sel = rows[zoom_rows]
-        head = head_matrix(g, at[sel], plen[sel], zoom.HEAD_BYTES)
-        zc = zoom.zoom_columns(head, plen[sel], (mode[zoom_rows] & 3) == 1)
-        self._note_zoom_layouts(flow_index[sel], zc.layout, zc.valid)
-        ok = zc.valid & (zc.rtp_offset >= 0)
-        second = ok & (zc.second_rtp_offset >= 0)
-        rows_out = np.concatenate([sel[ok], sel[second]])
-        rel = np.concatenate([zc.rtp_offset[ok], zc.second_rtp_offset[second]])
-        kinds = np.concatenate([zc.media_kind[ok], zc.media_kind[second]])
-        layouts = np.concatenate([zc.layout[ok], zc.layout[second]])
-        return Candidates(rows_out, at[rows_out] + rel, plen[rows_out] - rel,
-                          np.full(rows_out.size, ENCAP_ZOOM), kinds.astype(np.int64),
-                          layouts.astype(np.int64))
+    def _flow(self, index: int) -> _FlowPorts:
+        """The cached ports and endpoints of a flow."""
+        ports = self._flow_ports
+        ports.extend([None] * (index + 1 - len(ports)))
+        flow = ports[index]
+        if flow is None:
+            flow = ports[index] = _FlowPorts.of(self.flows.flows[index])
+        return flow
 
     def _note_zoom_layouts(self, flow_index: np.ndarray, layout: np.ndarray,
                            valid: np.ndarray) -> None:
         """Which Zoom layouts (sfu, p2p, legacy) each flow's packets verified as."""
-        if not valid.any():
+        found = np.flatnonzero(valid)  # (indices: much faster than a boolean mask here)
+        if found.size == 0:
             return
-        keys = np.unique(flow_index[valid] * 8 + layout[valid])
+        keys = np.sort(pd.unique(flow_index[found] * 8 + layout[found]))
         for key in keys.tolist():
             self.zoom_layouts.setdefault(key // 8, set()).add(str(zoom.LAYOUT_CODES[key % 8]))
 
     # ------------------------------------------------------------------ RTCP (sampled)
 
-    def _rtcp(self, batch: PacketBatch, cand: Candidates, assign: FlowAssignment,
-              is_rtcp: np.ndarray) -> None:
-        for i in np.flatnonzero(is_rtcp).tolist():
-            row = int(cand.row[i])
-            fi, d = int(assign.flow_index[row]), int(assign.direction[row])
-            key = (fi, d)
-            self.rtcp_packets[key] = self.rtcp_packets.get(key, 0) + 1
-            if self._rtcp_sampled.get(fi, 0) >= MAX_RTCP_SAMPLES_PER_FLOW:
-                continue
-            self._rtcp_sampled[fi] = self._rtcp_sampled.get(fi, 0) + 1
-            start = int(cand.offset[i])
-            self._rtcp_sample(fi, key, batch.buffer[start : start + int(cand.length[i])].tobytes())
+    def _rtcp(self, batch: PacketBatch, found: RtcpCandidates, assign: FlowAssignment) -> None:
+        """Count RTCP per flow direction; parse the first MAX_RTCP_SAMPLES_PER_FLOW of a flow."""
+        fi = assign.flow_index[found.row]
+        codes, keys = pd.factorize(fi * 2 + assign.direction[found.row])
+        for key, count in zip(keys.tolist(), np.bincount(codes).tolist(), strict=True):
+            pair = (key >> 1, key & 1)
+            self.rtcp_packets[pair] = self.rtcp_packets.get(pair, 0) + count
+        for i in self._rtcp_to_sample(fi).tolist():
+            flow = int(fi[i])
+            self._rtcp_sampled[flow] = self._rtcp_sampled.get(flow, 0) + 1
+            start = int(found.offset[i])
+            data = batch.buffer[start : start + int(found.length[i])].tobytes()
+            self._rtcp_sample(flow, (flow, int(assign.direction[found.row[i]])), data)
+
+    def _rtcp_to_sample(self, fi: np.ndarray) -> np.ndarray:
+        """Which of these RTCP packets (of flows `fi`, in capture order) are still sampled."""
+        codes, flows = pd.factorize(fi)
+        room = np.array([MAX_RTCP_SAMPLES_PER_FLOW - self._rtcp_sampled.get(f, 0)
+                         for f in flows.tolist()])
+        if room.max() <= 0:
+            return np.zeros(0, np.int64)
+        order = np.argsort(codes, kind="stable")
+        group_start = np.searchsorted(codes[order], codes[order])
+        rank = np.empty(fi.size, np.int64)
+        rank[order] = np.arange(fi.size) - group_start
+        return np.flatnonzero(rank < room[codes])
 
     def _rtcp_sample(self, fi: int, key: tuple[int, int], data: bytes) -> None:
+        if not rtcp.may_carry_srtcp_trailer(data):
+            return  # the parse would find none: skip decoding the reports
         try:
             compound = rtcp.parse_rtcp_compound(data)
         except Exception:
@@ -242,127 +291,143 @@ class MediaExtractor:
 
     # ------------------------------------------------------------------ RTP streams
 
-    def _rtp(self, g: Gather, cols: PacketColumns, assign: FlowAssignment, cand: Candidates,
-             rtp: RtpColumns, ok: np.ndarray) -> None:
-        row = cand.row[ok]
-        fi = assign.flow_index[row]
-        d = assign.direction[row].astype(np.int64)
-        ssrc = rtp.ssrc[ok].astype(np.int64)
-        pt = rtp.payload_type[ok].astype(np.int64)
-        fec = (cand.encap[ok] == ENCAP_ZOOM) & (pt == ZOOM_FEC_PT)
-        key = (fi << 34) | (d << 33) | (fec.astype(np.int64) << 32) | ssrc
-        codes, _ = pd.factorize(key)
-        columns = {
-            "frame": cols.frame[row], "arrival_s": cols.ts_ns[row] / 1e9,
-            "sequence_number": rtp.sequence_number[ok],
-            "timestamp": rtp.timestamp[ok], "payload_type": pt.astype(np.uint8),
-            "marker": rtp.marker[ok], "rtp_bytes": cand.length[ok],
-        }
-        encap = cand.encap[ok]
-        first = np.full(codes.max() + 1, row.size, dtype=np.int64)
-        np.minimum.at(first, codes, np.arange(row.size))
-        states = [self._stream(int(fi[i]), int(d[i]), int(ssrc[i]), int(encap[i]), bool(fec[i]))
-                  for i in first.tolist()]
-        self._describe(states, codes, pt, cand.zoom_kind[ok], cand.zoom_layout[ok], encap)
-        set_ids = np.array([s.set_id for s in states], dtype=np.int64)[codes]
-        started = set_ids >= 0
-        if started.any():
-            self.stream_set.update(set_ids[started],
-                                   **{name: col[started] for name, col in columns.items()})
-        self._hold(states, codes, started, columns)
-        ecb_ids = np.array([s.ecb_id for s in states], dtype=np.int64)[codes]
-        self._sample_for_ecb(g, cand, rtp, ok, ecb_ids, cols.frame[row])
+    def _rtp(self, g: Gather, cols: PacketColumns, packets: RtpPackets) -> None:
+        """The RTP packets to their streams' statistics."""
+        codes, keys = pd.factorize(packets.stream_key)
+        states = self._streams_of(keys, codes, packets.encap)
+        self._describe(states, codes, packets)
+        set_ids = _per_stream(states, "set_id")[codes]
+        started = np.flatnonzero(set_ids >= 0)
+        if started.size == codes.size:
+            self.stream_set.update(set_ids, **_stream_columns(cols, packets, None))
+        elif started.size:
+            self.stream_set.update(set_ids[started], **_stream_columns(cols, packets, started))
+        if started.size < codes.size:
+            waiting = np.flatnonzero(set_ids < 0)
+            self._hold(states, codes[waiting], _stream_columns(cols, packets, waiting))
+        self._sample_for_ecb(g, cols, packets, _per_stream(states, "ecb_id")[codes])
 
-    def _sample_for_ecb(self, g: Gather, cand: Candidates, rtp: RtpColumns, ok: np.ndarray,
-                        ecb_ids: np.ndarray, frames: np.ndarray) -> None:
+    def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray
+                    ) -> list[StreamState]:
+        """The stream of each distinct key (new ones made in order of their first packet)."""
+        states = list(map(self._stream_keys.get, keys.tolist()))
+        if not all(states):  # (not `None in states`: that calls StreamState.__eq__ on each)
+            seen = np.maximum.accumulate(codes)  # codes number keys in order of appearance
+            first = np.flatnonzero(np.diff(seen, prepend=-1))
+            for code, state in enumerate(states):
+                if state is None:
+                    states[code] = self._new_stream(int(keys[code]), int(encap[first[code]]))
+        return states  # type: ignore[return-value]
+
+    def _new_stream(self, key: int, encap: int) -> StreamState:
+        fi, d, fec, ssrc = key >> 34, (key >> 33) & 1, bool((key >> 32) & 1), key & 0xFFFFFFFF
+        stream = self.streams[(fi, d, ssrc, fec)] = StreamState(fi, d, ssrc, encap, fec)
+        self._stream_keys[key] = stream
+        if self._ecb_streams < ECB_MAX_STREAMS and not fec:
+            stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
+        return stream
+
+    def _sample_for_ecb(self, g: Gather, cols: PacketColumns, packets: RtpPackets,
+                        ecb_ids: np.ndarray) -> None:
         """Hand the payloads (after every cleartext header) of sampled streams to the ECB test."""
-        take = ecb_ids >= 0
-        if not take.any():
+        take = np.flatnonzero(ecb_ids >= 0)
+        if take.size == 0:
             return
-        start = cand.offset[ok][take]
-        header = rtp.header_length_min[ok][take]
-        extension = rtp.extension[ok][take]
+        start = packets.offset[take]
+        header = packets.header_length_min[take]
         words = g.u16(start + header + 2).astype(np.int64)
-        header = header + np.where(extension, 4 + 4 * words, 0)
-        length = cand.length[ok][take] - header
-        seq = rtp.sequence_number[ok][take].astype(np.uint64)
-        stamp = rtp.timestamp[ok][take].astype(np.uint64)
-        ident = rtp.ssrc[ok][take].astype(np.uint64)
+        header = header + np.where(packets.extension[take], 4 + 4 * words, 0)
+        length = packets.length[take] - header
+        seq = packets.sequence_number[take].astype(np.uint64)
+        stamp = packets.timestamp[take].astype(np.uint64)
+        ident = packets.ssrc[take].astype(np.uint64)
         header_hash = (ident << np.uint64(32)) ^ (seq << np.uint64(16)) ^ stamp
-        self.ecb.add(ecb_ids[take], frames[take], g.buffer, start + header, np.maximum(length, 0),
-                     header_hash)
+        self.ecb.add(ecb_ids[take], cols.frame[packets.row[take]], g.buffer, start + header,
+                     np.maximum(length, 0), header_hash)
 
     def ecb_result(self, stream: StreamState) -> EcbResult | None:
         return self.ecb.result(stream.ecb_id) if stream.ecb_id >= 0 else None
 
-    def _stream(self, fi: int, d: int, ssrc: int, encap: int, fec: bool) -> StreamState:
-        key = (fi, d, ssrc, fec)
-        stream = self.streams.get(key)
-        if stream is None:
-            stream = self.streams[key] = StreamState(fi, d, ssrc, encap, fec)
-            if self._ecb_streams < ECB_MAX_STREAMS and not fec:
-                stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
-        return stream
+    @staticmethod
+    def _describe(states: list[StreamState], codes: np.ndarray, packets: RtpPackets) -> None:
+        """Payload types, Zoom media kinds and layouts per stream: one count per distinct pair
+        (new payload types in ascending order)."""
+        counts = np.bincount(codes * 128 + packets.payload_type)
+        pairs = np.flatnonzero(counts)
+        for pair, count in zip(pairs.tolist(), counts[pairs].tolist(), strict=True):
+            types, pt = states[pair >> 7].payload_types, pair & 127
+            types[pt] = types[pt] + count if pt in types else count
+        zoom_rows = np.flatnonzero(packets.encap == ENCAP_ZOOM)
+        if zoom_rows.size:  # kind + 1 (0: none) in bits 3-6, layout (0: none) in bits 0-2
+            kinds, layouts = packets.zoom_kind[zoom_rows], packets.zoom_layout[zoom_rows]
+            found = codes[zoom_rows] << 7 | (kinds + 1) << 3 | layouts
+            for key in pd.unique(found).tolist():  # (`in` first: adds are rarely new)
+                stream, kind, layout = states[key >> 7], key >> 3 & 15, key & 7
+                if kind and zoom.MEDIA_KINDS[kind - 1] not in stream.zoom_kinds:
+                    stream.zoom_kinds.add(zoom.MEDIA_KINDS[kind - 1])
+                if layout and str(zoom.LAYOUT_CODES[layout]) not in stream.zoom_layouts:
+                    stream.zoom_layouts.add(str(zoom.LAYOUT_CODES[layout]))
 
-    def _describe(self, states: list[StreamState], codes: np.ndarray, pt: np.ndarray,
-                  kinds: np.ndarray, layouts: np.ndarray, encap: np.ndarray) -> None:
-        """Payload types, Zoom media kinds and layouts per stream: one count per distinct pair."""
-        pairs, counts = np.unique(codes * 128 + pt, return_counts=True)
-        for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
-            stream = states[pair // 128]
-            stream.payload_types[pair % 128] = stream.payload_types.get(pair % 128, 0) + count
-        zoom_rows = encap == ENCAP_ZOOM
-        if zoom_rows.any():
-            for pair in np.unique(codes[zoom_rows] * 64 + kinds[zoom_rows] + 1).tolist():
-                if pair % 64:
-                    states[pair // 64].zoom_kinds.add(zoom.MEDIA_KINDS[pair % 64 - 1])
-            for pair in np.unique(codes[zoom_rows] * 8 + layouts[zoom_rows]).tolist():
-                if pair % 8:
-                    states[pair // 8].zoom_layouts.add(str(zoom.LAYOUT_CODES[pair % 8]))
-
-    def _hold(self, states: list[StreamState], codes: np.ndarray, started: np.ndarray,
+    def _hold(self, states: list[StreamState], codes: np.ndarray,
               columns: dict[str, np.ndarray]) -> None:
-        """Keep the first packets of new streams until their clock rate can be decided."""
-        waiting = np.flatnonzero(~started)
-        if waiting.size == 0:
-            return
-        order = waiting[np.argsort(codes[waiting], kind="stable")]
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        for part in np.split(order, bounds):
+        """Keep the first packets of new streams (`columns`, of streams `codes`) until their
+        clock rate can be decided."""
+        order = np.argsort(codes, kind="stable")
+        bounds = [0, *(np.flatnonzero(np.diff(codes[order])) + 1).tolist(), order.size]
+        ready = []
+        for begin, end in itertools.pairwise(bounds):
+            part = order[begin:end]
             stream = states[int(codes[part[0]])]
             stream.first_frame = stream.first_frame or int(columns["frame"][part[0]])
-            stream.pending.append({name: col[part] for name, col in columns.items()})
-            stream.pending_packets += part.size
-            if stream.pending_packets >= CLOCK_PROBE_PACKETS:
-                self._start(stream)
+            if stream.pending_packets + part.size >= CLOCK_PROBE_PACKETS:
+                ready.append((stream, part))  # started now, this batch's packets not copied
+            else:
+                stream.pending.append({name: col[part] for name, col in columns.items()})
+                stream.pending_packets += part.size
+        self._start(ready, columns)
 
-    def _start(self, stream: StreamState) -> None:
-        """Decide the clock rate (SDP, static table, or inferred) and replay pending packets.
+    def _start(self, ready: list[tuple[StreamState, np.ndarray]],
+               columns: dict[str, np.ndarray]) -> None:
+        """Decide each stream's clock rate (SDP, static table, or inferred) and replay its
+        packets: those held, then its part of this batch's `columns` (one update for all the
+        streams: each keeps its packets' order).
 
         The statistics get the SDP's rtpmap rates per payload type, and the inferred rate only
         when nothing else is known, so that jitter matches Wireshark's wherever it knows.
         """
-        pending = {k: np.concatenate([p[k] for p in stream.pending]) for k in stream.pending[0]}
-        stream.first_frame = int(pending["frame"][0])
-        stream.clock_rate, stream.clock_rate_source = self._clock_rate(stream, pending)
-        sdp = self.sdp_for(stream)
-        inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
-        stream.set_id = self.stream_set.add_stream(inferred, sdp_clock_rates(sdp))
-        self.stream_set.update(np.full(pending["frame"].size, stream.set_id), **pending)
-        stream.pending, stream.pending_packets = [], 0
+        if not ready:
+            return
+        for stream, part in ready:
+            ends = _first_and_last(stream, part, columns)
+            stream.first_frame = int(ends["frame"][0])
+            sdp = self.sdp_for(stream)
+            stream.clock_rate, stream.clock_rate_source = self._clock_rate(sdp, ends)
+            inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
+            stream.set_id = self.stream_set.add_stream(inferred, sdp_clock_rates(sdp))
+        parts = [held for stream, _ in ready for held in stream.pending]
+        ids = [np.full(held["frame"].size, stream.set_id)
+               for stream, _ in ready for held in stream.pending]
+        fresh = np.concatenate([part for _, part in ready])
+        if fresh.size:
+            parts.append({name: col[fresh] for name, col in columns.items()})
+            ids.extend(np.full(part.size, stream.set_id) for stream, part in ready)
+        self.stream_set.update(np.concatenate(ids), **{
+            name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
+        for stream, _ in ready:
+            stream.pending, stream.pending_packets = [], 0
 
     def finish(self) -> None:
-        for stream in self.streams.values():
-            if stream.set_id < 0 and stream.pending:
-                self._start(stream)
+        held = [(s, _NO_ROWS) for s in self.streams.values() if s.set_id < 0 and s.pending]
+        self._start(held, {})
 
     def statistics(self, stream: StreamState) -> StreamStatistics:
         return self.stream_set.result(stream.set_id)
 
-    def _clock_rate(self, stream: StreamState, packets: dict[str, np.ndarray]
+    @staticmethod
+    def _clock_rate(sdp: SdpMedia | None, packets: dict[str, np.ndarray]
                     ) -> tuple[int | None, str]:
+        """From the stream's SDP (`sdp_for`), the static table, or inferred from `packets`."""
         pt = int(packets["payload_type"][0])
-        sdp = self.sdp_for(stream)
         if sdp is not None and pt in sdp.clock_rates:
             return sdp.clock_rates[pt], f"sdp a=rtpmap (frame {sdp.frame})"
         static = static_payload_type(pt)
@@ -376,10 +441,9 @@ class MediaExtractor:
     def sdp_for(self, stream: StreamState) -> SdpMedia | None:
         """The SDP m= line that announced this stream's destination (else its source) before
         the stream's first packet."""
-        flow = self.flows.flows[stream.flow_index]
+        endpoints = self._flow(stream.flow_index).named_endpoints()
         for side in (1 - stream.direction, stream.direction):
-            endpoint = (flow.address(side), flow.port(side))
-            entry = self.capture.sdp_before(endpoint, stream.first_frame)
+            entry = self.capture.sdp_before(endpoints[side], stream.first_frame)
             if entry is not None:
                 return entry
         return None
@@ -406,6 +470,159 @@ class MediaExtractor:
         if not any(e.service == "teams" for e in self.facts[stream.flow_index].evidence):
             return ""
         return ("audio", "video", "screen")[(port - 50000) // 20]
+
+
+def find_media(g: Gather, start: np.ndarray, size: np.ndarray, mode: np.ndarray,
+               flow: np.ndarray, direction: np.ndarray,
+               scratch: speedups.MediaScratch | None = None) -> MediaScan:
+    """The RTP packets and RTCP candidates in the UDP payloads at `start` (`size` bytes each;
+    their flows' `mode`s, see `MediaExtractor._flow_modes`, `flow` indices and `direction`s).
+
+    Candidates, in payload order: the plain or TURN one first, then up to two inside Zoom (where
+    a payload has two, the first ends where the second starts); each decoded as RTP from its
+    first HEAD_COLUMNS bytes. Also, per payload, whether Zoom's classifier took it and as which
+    layout. With the C extension one pass over the payloads (``speedups.find_media``, whose
+    results are views of `scratch`'s arrays when given); the numpy code here is the reference
+    and the fallback.
+    """
+    if speedups.enabled():
+        columns, heads, zoom_valid, zoom_layout = speedups.find_media(
+            g.buffer, start, size, mode, flow, direction, scratch
+        )
+        return MediaScan(RtpPackets(row=columns.pop("index"), **columns),
+                         RtcpCandidates(heads["index"], heads["offset"], heads["length"]),
+                         zoom_valid, zoom_layout)
+    demux = classify_many(g.u8(start))
+    zoom_slots, zoom_valid, zoom_layout = _zoom_slots(g, start, size, mode)
+    cand = _merge(start.size, [_plain_or_turn(g, start, size, mode, demux), *zoom_slots])
+    head = g.rows(cand.offset, cand.length, HEAD_COLUMNS)
+    rtp = rtp_header_columns(head, cand.length)
+    is_rtcp = ((head[:, 0] >> 6) == 2) & (head[:, 1] >= 192) & (head[:, 1] <= 223)
+    found = np.flatnonzero(is_rtcp)
+    rtcp = RtcpCandidates(cand.row[found], cand.offset[found], cand.length[found])
+    ok = np.flatnonzero(rtp.valid & ~is_rtcp)
+    row, encap, pt = cand.row[ok], cand.encap[ok], rtp.payload_type[ok]
+    fec = (encap == ENCAP_ZOOM) & (pt == ZOOM_FEC_PT)
+    packets = RtpPackets(
+        row=row, offset=cand.offset[ok], length=cand.length[ok], encap=encap,
+        zoom_kind=cand.zoom_kind[ok], zoom_layout=cand.zoom_layout[ok], payload_type=pt,
+        marker=rtp.marker[ok], sequence_number=rtp.sequence_number[ok],
+        timestamp=rtp.timestamp[ok], ssrc=rtp.ssrc[ok],
+        header_length_min=rtp.header_length_min[ok], extension=rtp.extension[ok],
+        stream_key=_stream_key(flow[row], direction[row], fec, rtp.ssrc[ok]),
+    )
+    return MediaScan(packets, rtcp, zoom_valid, zoom_layout)
+
+
+def _plain_or_turn(g: Gather, start: np.ndarray, size: np.ndarray, mode: np.ndarray,
+                   demux: np.ndarray) -> _Slots:
+    """Plain RTP, TURN ChannelData (RTP 4 bytes in) and MS-TURN 0xFF10 (12 bytes in): at most
+    one per payload, as the first byte tells them apart."""
+    turn = (mode & 4) != 0
+    plain = ((mode & 3) == 0) & (demux == Demux.RTP)
+    channel = turn & (demux == Demux.TURN_CHANNEL) & (size >= 16)
+    ms = turn & (demux == Demux.QUIC_LONG) & (size >= 24)
+    ms_rows = np.flatnonzero(ms)
+    ms[ms_rows] = g.u16(start[ms_rows]) == 0xFF10
+    take = np.flatnonzero(plain | channel | ms)
+    skip = np.where(channel[take], 4, np.where(ms[take], 12, 0))
+    encap = np.where(channel[take], ENCAP_TURN, np.where(ms[take], ENCAP_MS_TURN, ENCAP_PLAIN))
+    length = size[take] - skip
+    inner = np.flatnonzero(channel[take])  # the ChannelData length field bounds the RTP
+    length[inner] = np.minimum(g.u16(start[take[inner]] + 2).astype(np.int64), length[inner])
+    return _Slots(take, start[take] + skip, length, encap.astype(np.int8))
+
+
+def _zoom_slots(g: Gather, start: np.ndarray, size: np.ndarray, mode: np.ndarray
+                ) -> tuple[list[_Slots], np.ndarray, np.ndarray]:
+    """The first and the second RTP packet inside Zoom's encapsulations, and per payload the
+    classifier's verdict (valid, layout)."""
+    sel = np.flatnonzero(((mode & 3) == 1) | ((mode & 3) == 2))
+    head = g.rows(start[sel], size[sel], zoom.HEAD_BYTES)
+    zc = zoom.zoom_columns(head, size[sel], (mode[sel] & 3) == 1)
+    valid, layout = np.zeros(start.size, bool), np.zeros(start.size, np.int8)
+    valid[sel], layout[sel] = zc.valid, zc.layout
+    slots = []
+    first = zc.valid & (zc.rtp_offset >= 0)
+    for ok, rel in ((first, zc.rtp_offset),
+                    (first & (zc.second_rtp_offset >= 0), zc.second_rtp_offset)):
+        found = np.flatnonzero(ok)
+        take, skip = sel[found], rel[found]
+        slots.append(_Slots(take, start[take] + skip, size[take] - skip, ENCAP_ZOOM,
+                            zc.media_kind[found], zc.layout[found]))
+    return slots, valid, layout
+
+
+def _merge(payloads: int, slots: list[_Slots]) -> Candidates:
+    """The candidates of `slots` in payload order, a payload's in slot order; where a payload
+    has two, the first ends where the second starts."""
+    count = np.zeros(payloads, np.int64)
+    for slot in slots:
+        count[slot.take] += 1
+    end = np.cumsum(count)
+    total = int(end[-1]) if end.size else 0
+    before = end - count  # candidates of the payloads before
+    fields = {name: np.empty(total, dtype) for name, dtype in (
+        ("row", np.int64), ("offset", np.int64), ("length", np.int64), ("encap", np.int8),
+        ("zoom_kind", np.int8), ("zoom_layout", np.int8))}
+    for slot in slots:
+        at = before[slot.take]
+        before[slot.take] += 1
+        fields["row"][at] = slot.take
+        for name in ("offset", "length", "encap", "zoom_kind", "zoom_layout"):
+            fields[name][at] = getattr(slot, name)
+    cand = Candidates(**fields)
+    if total > np.count_nonzero(count):
+        same = np.flatnonzero(cand.row[1:] == cand.row[:-1])
+        cand.length[same] = cand.offset[same + 1] - cand.offset[same]
+    return cand
+
+
+def _stream_key(flow_index: np.ndarray, direction: np.ndarray, fec: np.ndarray,
+                ssrc: np.ndarray) -> np.ndarray:
+    """One int64 per packet naming its stream: flow, direction, Zoom FEC apart, SSRC."""
+    key = flow_index << 34
+    key |= direction.astype(np.int64) << 33
+    key |= fec.astype(np.int64) << 32
+    key |= ssrc
+    return key
+
+
+_UPDATE_FIELDS = {"sequence_number": "sequence_number", "timestamp": "timestamp",
+                  "payload_type": "payload_type", "marker": "marker", "rtp_bytes": "length"}
+
+
+def _stream_columns(cols: PacketColumns, packets: RtpPackets, at: np.ndarray | None
+                    ) -> dict[str, np.ndarray]:
+    """What `StreamSet.update` takes of the packets `at` (None: all of them, not copied)."""
+    def pick(column: np.ndarray) -> np.ndarray:
+        return column if at is None else column[at]
+
+    row = pick(packets.row)
+    return {"frame": cols.frame[row], "arrival_s": cols.ts_ns[row] / 1e9,
+            **{name: pick(getattr(packets, f)) for name, f in _UPDATE_FIELDS.items()}}
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+_CLOCK_PROBE_COLUMNS = ("frame", "payload_type", "arrival_s", "timestamp")
+
+
+def _first_and_last(stream: StreamState, part: np.ndarray,
+                    columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first and the last (when another) of a stream's held packets and its `part` of
+    `columns`: all that the clock rate is decided from."""
+    total = stream.pending_packets + part.size
+    ends = {}
+    for name in _CLOCK_PROBE_COLUMNS:
+        first = stream.pending[0][name][0] if stream.pending else columns[name][part[0]]
+        last = columns[name][part[-1]] if part.size else stream.pending[-1][name][-1]
+        ends[name] = np.array([first, last] if total > 1 else [first])
+    return ends
+
+
+def _per_stream(states: list[StreamState], name: str) -> np.ndarray:
+    """One int attribute of each stream, as an int64 array."""
+    return np.fromiter(map(attrgetter(name), states), np.int64, len(states))
 
 
 def _media_from_clock(clock_rate: int | None) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from analyzer import speedups
 from analyzer.capture.batch import PacketBatch
@@ -58,25 +59,63 @@ PPPOE_SESSION_HEADER, PPPOE_VER_TYPE = 6, 0x11
 
 
 class Gather:
-    """Big-endian field reads at per-packet byte positions of one buffer."""
+    """Big-endian field reads at per-packet byte positions of one buffer.
+
+    Each byte's position is clamped into the buffer (an empty buffer reads zeros). With the C
+    extension, int64 positions are read in one pass (``speedups.gather_be``); the numpy code
+    (``_numpy_read``) is the reference and the fallback.
+    """
 
     def __init__(self, buffer: np.ndarray) -> None:
         self.buffer = buffer
         self.last = max(buffer.size - 1, 0)
 
     def u8(self, pos: np.ndarray) -> np.ndarray:
-        if self.buffer.size == 0:
-            return np.zeros(np.shape(pos), dtype=np.uint32)
-        return self.buffer.take(np.clip(pos, 0, self.last)).astype(np.uint32)
+        return self._read(pos, 1)
 
     def u16(self, pos: np.ndarray) -> np.ndarray:
-        return (self.u8(pos) << 8) | self.u8(pos + 1)
+        return self._read(pos, 2)
 
     def u32(self, pos: np.ndarray) -> np.ndarray:
-        return (self.u16(pos) << 16) | self.u16(pos + 2)
+        return self._read(pos, 4)
 
     def u64(self, pos: np.ndarray) -> np.ndarray:
         return (self.u32(pos).astype(np.uint64) << np.uint64(32)) | self.u32(pos + 4)
+
+    def rows(self, offset: np.ndarray, length: np.ndarray, columns: int) -> np.ndarray:
+        """The first `columns` bytes at each offset as an (N, columns) uint8 matrix: byte j of
+        row i is buffer[offset[i] + j] when j < length[i] and that position is in the buffer,
+        else 0. Rows wholly inside the buffer come from one strided gather (a sliding-window
+        view), the others byte by byte."""
+        offset, length = np.asarray(offset, np.int64), np.asarray(length, np.int64)
+        size = self.buffer.size
+        head = np.zeros((offset.size, columns), np.uint8)
+        whole = (offset >= 0) & (offset <= size - columns) & (length >= columns)
+        inside = np.flatnonzero(whole)
+        if inside.size and columns:
+            head[inside] = sliding_window_view(self.buffer, columns)[offset[inside]]
+        cut = np.flatnonzero(~whole)
+        if cut.size and size and columns:
+            pos = offset[cut, None] + np.arange(columns)
+            keep = (np.arange(columns) < length[cut, None]) & (pos >= 0) & (pos < size)
+            head[cut] = np.where(keep, self.buffer[np.clip(pos, 0, size - 1)], 0)
+        return head
+
+    def _read(self, pos: np.ndarray, width: int) -> np.ndarray:
+        if speedups.enabled() and isinstance(pos, np.ndarray) and pos.dtype == np.int64:
+            return speedups.gather_be(self.buffer, pos, width)
+        return self._numpy_read(pos, width)
+
+    def _numpy_read(self, pos: np.ndarray, width: int) -> np.ndarray:
+        value = self._numpy_u8(pos)
+        for k in range(1, width):
+            value = (value << 8) | self._numpy_u8(pos + k)
+        return value
+
+    def _numpy_u8(self, pos: np.ndarray) -> np.ndarray:
+        if self.buffer.size == 0:
+            return np.zeros(np.shape(pos), dtype=np.uint32)
+        return self.buffer.take(np.clip(pos, 0, self.last)).astype(np.uint32)
 
 
 @dataclass(slots=True)

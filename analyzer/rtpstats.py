@@ -176,11 +176,21 @@ def clock_rate_for_encoding(name: str) -> int | None:
     return None
 
 
-def _rate_table(clock_rate: int | None, dynamic: Mapping[int, int]) -> IntArray:
-    """Clock rate (Hz, 0 = none) for each 7-bit payload type, as tshark picks it."""
+def _static_rate_table() -> IntArray:
+    """The static payload types' rates, for `_rate_table` to start from."""
     table = np.zeros(PAYLOAD_TYPE_COUNT, dtype=np.int64)
     for payload_type, rate in TSHARK_STATIC_CLOCK_RATES.items():
         table[payload_type] = rate
+    table.setflags(write=False)
+    return table
+
+
+_STATIC_RATES = _static_rate_table()
+
+
+def _rate_table(clock_rate: int | None, dynamic: Mapping[int, int]) -> IntArray:
+    """Clock rate (Hz, 0 = none) for each 7-bit payload type, as tshark picks it."""
+    table = _STATIC_RATES.copy()
     table[FIRST_DYNAMIC_PAYLOAD_TYPE:] = clock_rate or 0
     for payload_type, rate in dynamic.items():
         if payload_type >= FIRST_DYNAMIC_PAYLOAD_TYPE:
@@ -745,11 +755,12 @@ class StreamSet:
     def _reserve(self, count: int) -> None:
         if count <= self._state.size:
             return
-        capacity = max(count, 2 * self._state.size, 16)
+        capacity = max(count, 4 * self._state.size, 256)
+        # rows past _count are zeros: only the rows in use are copied (fewer fresh pages)
         state = np.zeros(capacity, dtype=self._state.dtype)
-        state[: self._state.size] = self._state
+        state[: self._count] = self._state[: self._count]
         rates = np.zeros((capacity, PAYLOAD_TYPE_COUNT), dtype=np.int64)
-        rates[: self._rates.shape[0]] = self._rates
+        rates[: self._count] = self._rates[: self._count]
         self._state, self._rates = state, rates
 
     def _update_each(self, ids: IntArray, columns: tuple[npt.ArrayLike, ...]) -> None:

@@ -4,8 +4,9 @@ The pure-Python/numpy code stays the reference and the fallback: when the extens
 (no compiler at install time), or when ``CONFSCOPE_PURE_PYTHON=1`` is set in the environment,
 ``native`` is None and callers take their Python path. Tests switch paths by setting ``native``.
 The C paths: capture record walkers (analyzer/capture/formats.py), RTP stream statistics
-(analyzer/rtpstats.py), the header decoder (analyzer/packets.py ``decode_batch``) and the Zoom
-classifier (analyzer/decode/zoom.py ``zoom_columns``).
+(analyzer/rtpstats.py), the header decoder (analyzer/packets.py ``decode_batch``), the Zoom
+classifier (analyzer/decode/zoom.py ``zoom_columns``), the big-endian reads of
+analyzer/packets.py's ``Gather`` and the RTP/RTCP finder (analyzer/media.py ``find_media``).
 
 The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
 buffer protocol, so the extension needs no numpy headers.
@@ -24,7 +25,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 2  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 3  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -154,3 +155,72 @@ def zoom_classify(
         np.ascontiguousarray(server_flow, np.bool_), *out.values(),
     )
     return out
+
+
+def gather_be(buffer: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray:
+    """``analyzer.packets.Gather`` reads in C: the big-endian value (uint32) of the ``width``
+    (1 to 4) bytes at each int64 position of a uint8 buffer, byte positions clamped into it."""
+    out = np.empty(positions.shape, np.uint32)
+    _require().gather_be(
+        np.ascontiguousarray(buffer, np.uint8), np.ascontiguousarray(positions, np.int64), width,
+        out,
+    )
+    return out
+
+
+# The RTP packet columns find_media writes (up to 3 items per payload), with their dtypes.
+RTP_PACKET_COLUMNS: tuple[tuple[str, type], ...] = (
+    ("index", np.int64), ("offset", np.int64), ("length", np.int64), ("encap", np.int8),
+    ("zoom_kind", np.int8), ("zoom_layout", np.int8), ("payload_type", np.uint8),
+    ("marker", np.bool_), ("sequence_number", np.uint16), ("timestamp", np.uint32),
+    ("ssrc", np.uint32), ("header_length_min", np.int64), ("extension", np.bool_),
+    ("stream_key", np.int64),
+)
+RTCP_COLUMNS = ("index", "offset", "length")  # int64, of the RTCP candidates
+MAX_CANDIDATES = 3  # per payload: the plain or TURN one, two inside Zoom
+
+
+class MediaScratch:
+    """The output arrays of `find_media`, reused from call to call: writing ~5 MB of fresh
+    memory per batch costs more in page faults than the scan itself takes."""
+
+    def __init__(self) -> None:
+        self.payloads = -1
+        self.rtp: dict[str, np.ndarray] = {}
+        self.rtcp: dict[str, np.ndarray] = {}
+        self.zoom_valid = np.empty(0, np.bool_)
+        self.zoom_layout = np.empty(0, np.int8)
+
+    def take(self, payloads: int
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Outputs for `payloads` payloads (overwritten by the next call's)."""
+        if payloads > self.payloads:
+            self.payloads = payloads + payloads // 4  # batches vary a little in size
+            capacity = MAX_CANDIDATES * self.payloads
+            self.rtp = {name: np.empty(capacity, dtype) for name, dtype in RTP_PACKET_COLUMNS}
+            self.rtcp = {name: np.empty(capacity, np.int64) for name in RTCP_COLUMNS}
+            self.zoom_valid = np.empty(self.payloads, np.bool_)
+            self.zoom_layout = np.empty(self.payloads, np.int8)
+        capacity = MAX_CANDIDATES * payloads
+        return ({name: column[:capacity] for name, column in self.rtp.items()},
+                {name: column[:capacity] for name, column in self.rtcp.items()},
+                self.zoom_valid[:payloads], self.zoom_layout[:payloads])
+
+
+def find_media(
+    buffer: np.ndarray, start: np.ndarray, size: np.ndarray, mode: np.ndarray, flow: np.ndarray,
+    direction: np.ndarray, scratch: MediaScratch | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``analyzer.media.find_media`` in C: for the UDP payloads at ``start`` (``size`` bytes,
+    flow ``mode``, ``flow`` index and ``direction``), the RTP packet columns, the RTCP candidate
+    columns and, per payload, the Zoom classification (valid, layout). With ``scratch`` the
+    results are views of its arrays, valid until its next use."""
+    start = np.ascontiguousarray(start, np.int64)
+    rtp, rtcp, valid, layout = (scratch or MediaScratch()).take(start.size)
+    n_rtp, n_rtcp = _require().find_media(
+        np.ascontiguousarray(buffer, np.uint8), start, np.ascontiguousarray(size, np.int64),
+        np.ascontiguousarray(mode, np.int8), np.ascontiguousarray(flow, np.int64),
+        np.ascontiguousarray(direction, np.int8), *rtp.values(), *rtcp.values(), valid, layout,
+    )
+    return ({name: column[:n_rtp] for name, column in rtp.items()},
+            {name: column[:n_rtcp] for name, column in rtcp.items()}, valid, layout)

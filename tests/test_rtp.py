@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analyzer.decode.payload_types import static_clock_rate, static_payload_type
+from analyzer.decode.rtcp import may_carry_srtcp_trailer, parse_rtcp_compound
 from analyzer.decode.rtp import (
+    be_uint,
     is_rtcp_packet_type,
     looks_like_rtp,
     parse_rtp,
@@ -239,9 +241,12 @@ rtp_like = st.builds(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(rtp_like, st.binary(max_size=40)), min_size=1, max_size=40))
-def test_vectorized_agrees_with_scalar_on_random_input(payloads: list[bytes]) -> None:
-    assert_columns_agree(payloads, columns=16)
+@given(st.lists(st.one_of(rtp_like, st.binary(max_size=40)), min_size=1, max_size=40),
+       st.sampled_from([16, 17, 20, 24, 40]), st.booleans())
+def test_vectorized_agrees_with_scalar_on_random_input(payloads: list[bytes], columns: int,
+                                                       fortran: bool) -> None:
+    """Any width (extension length fields beyond 16 columns) and memory layout."""
+    assert_columns_agree(payloads, columns, fortran)
 
 
 def head_matrix(payloads: list[bytes], columns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,8 +257,9 @@ def head_matrix(payloads: list[bytes], columns: int) -> tuple[np.ndarray, np.nda
     return head, np.array([len(p) for p in payloads], np.int64)
 
 
-def assert_columns_agree(payloads: list[bytes], columns: int) -> None:
-    cols = rtp_header_columns(*head_matrix(payloads, columns))
+def assert_columns_agree(payloads: list[bytes], columns: int, fortran: bool = False) -> None:
+    head, length = head_matrix(payloads, columns)
+    cols = rtp_header_columns(np.asfortranarray(head) if fortran else head, length)
     for row, payload in enumerate(payloads):
         try:
             header = parse_rtp(payload)
@@ -272,6 +278,53 @@ def assert_columns_agree(payloads: list[bytes], columns: int) -> None:
         assert cols.csrc_count[row] == header.csrc_count and cols.padding[row] == header.padding
         assert cols.header_length_min[row] == header.header_length
         assert cols.payload_offset[row] in (header.payload_offset, -1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 24), st.integers(0, 23), st.sampled_from([1, 2, 3, 4, 8]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_be_uint_reads_each_layout(rows: int, columns: int, column: int, size: int,
+                                   fortran: bool, seed: int) -> None:
+    """Big-endian fields at any column, aligned or not, of C or Fortran ordered matrices."""
+    if column + size > columns:
+        return
+    head = np.random.default_rng(seed).integers(0, 256, (rows, columns), dtype=np.uint8)
+    want = [int.from_bytes(bytes(row[column : column + size]), "big") for row in head.tolist()]
+    got = be_uint(np.asfortranarray(head) if fortran else head, column, size)
+    assert got.dtype == np.int64 and got.astype(np.uint64).tolist() == want
+
+
+def rtcp_packet(count: int, packet_type: int, body: bytes) -> bytes:
+    body = body[: len(body) // 4 * 4]
+    return bytes([0x80 | count, packet_type]) + (len(body) // 4).to_bytes(2, "big") + body
+
+
+rtcp_packets = st.builds(rtcp_packet, st.integers(0, 31), st.integers(192, 223),
+                         st.binary(min_size=4, max_size=60))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(rtcp_packets, max_size=4), st.binary(max_size=24) | st.just(b""))
+def test_rtcp_filling_its_datagram_has_no_srtcp_trailer(packets: list[bytes], tail: bytes) -> None:
+    """The media path parses a sampled RTCP datagram only when it may carry an SRTCP trailer
+    (`may_carry_srtcp_trailer`); skipping the others changes nothing: they have none."""
+    data = b"".join(packets) + tail
+    assert tail or not may_carry_srtcp_trailer(data)  # packets alone fill the datagram
+    if may_carry_srtcp_trailer(data):
+        return
+    try:
+        compound = parse_rtcp_compound(data)
+    except DecodeError:
+        return
+    assert compound.srtcp_trailer is None and compound.consumed_length == len(data)
+
+
+def test_srtcp_trailer_is_looked_for_after_the_compound() -> None:
+    report = rtcp_packet(0, 201, bytes(4))
+    trailer = (0x8000_0001).to_bytes(4, "big") + bytes(10)  # E flag, index 1, HMAC-SHA1-80 tag
+    assert not may_carry_srtcp_trailer(report)
+    assert may_carry_srtcp_trailer(report + trailer)
+    assert parse_rtcp_compound(report + trailer).srtcp_trailer is not None
 
 
 def test_columns_reject_bad_shapes() -> None:

@@ -46,7 +46,9 @@ from analyzer.capture.formats import (
 )
 from analyzer.capture.reader import CaptureReader
 from analyzer.decode.zoom import HEAD_BYTES, MEDIA_KINDS, ZoomColumns, zoom_columns
-from analyzer.packets import PacketColumns, decode_batch
+from analyzer.flows import FlowTable
+from analyzer.media import MediaScan, RtcpCandidates, RtpPackets, find_media
+from analyzer.packets import Gather, PacketColumns, decode_batch
 from analyzer.rtpstats import (
     DUPLICATE_WINDOW,
     TSHARK_STATIC_CLOCK_RATES,
@@ -319,6 +321,27 @@ def test_c_loop_numpy_and_reference_agree(
         assert_same(got, vectorized)
         frames = [n + 1 for n, p in enumerate(packets) if p.stream == index]
         assert (got.first_frame, got.last_frame) == (frames[0], frames[-1])
+
+
+@needs_extension
+def test_streams_added_while_others_run() -> None:
+    """The C state table grows (copying the rows in use) between updates; no stream notices."""
+    rng = random.Random(3)
+    kinds = [i % len(SETUPS) for i in range(700)]
+    streams = [random_stream(rng, i, 20, k) for i, k in enumerate(kinds)]
+    results = []
+    for native in (True, False):
+        stream_set = StreamSet(native=native)
+        for index, (packets, kind) in enumerate(zip(streams, kinds, strict=True)):
+            assert stream_set.add_stream(SETUPS[kind][0].clock_rate,
+                                         SETUPS[kind][0].dynamic) == index
+            stream_set.update(**columns(packets[:10], 1))
+        for packets in streams:
+            stream_set.update(**columns(packets[10:], 11))
+        results.append([stream_set.result(i) for i in range(len(streams))])
+    for got, vectorized, own in zip(*results, streams, strict=True):
+        assert_same(got, vectorized)
+        assert got.packets == len(own)
 
 
 def capture_of(packets: list[Packet]) -> bytes:
@@ -1119,3 +1142,248 @@ def test_zoom_classify_argument_checks() -> None:
         module.zoom_classify(head, 64, length, flags, *outputs)
     with pytest.raises(ValueError):  # the Python checks stay in front of both paths
         zoom_columns(np.zeros((2, 63), np.uint8), length, flags)
+
+
+# ---------------------------------------------------------------------------- byte reads
+
+
+@st.composite
+def positions(draw: st.DrawFn, size: int) -> np.ndarray:
+    """Byte positions in and around a buffer of `size` bytes, and a few far away."""
+    near = st.integers(-8, size + 8)
+    far = st.sampled_from([-(2**63), -(2**40), 2**40, 2**63 - 4, 2**63 - 1])
+    return np.array(draw(st.lists(near | far, max_size=40)), np.int64)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), buffer=st.binary(max_size=64))
+def test_gather_reads_agree(data: st.DataObject, buffer: bytes) -> None:
+    """Gather.u8/u16/u32 in C equal the numpy reads (clamped positions, wrapping sums)."""
+    g = Gather(np.frombuffer(buffer, np.uint8))
+    pos = data.draw(positions(len(buffer)))
+    for read in (g.u8, g.u16, g.u32, g.u64):
+        native = read(pos)
+        with using(False):
+            reference = read(pos)
+        assert native.dtype == reference.dtype and native.tolist() == reference.tolist()
+
+
+@needs_extension
+def test_gather_reads_keep_other_positions_on_the_numpy_path() -> None:
+    g = Gather(np.arange(10, dtype=np.uint8))
+    assert g.u16(np.array([[1, 2], [3, 9]], np.int64)).tolist() == [[0x0102, 0x0203],
+                                                                   [0x0304, 0x0909]]
+    assert g.u16(np.array([1, 2], np.int32)).tolist() == [0x0102, 0x0203]  # numpy path
+    assert g.u8(3).tolist() == 3
+
+
+@needs_extension
+def test_gather_be_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None
+    buffer, pos = np.zeros(8, np.uint8), np.zeros(2, np.int64)
+    module.gather_be(buffer, pos, 2, np.empty(2, np.uint32))
+    for width in (0, 5):
+        with pytest.raises(ValueError, match="width"):
+            module.gather_be(buffer, pos, width, np.empty(2, np.uint32))
+    with pytest.raises(ValueError, match="items"):
+        module.gather_be(buffer, pos, 2, np.empty(3, np.uint32))
+    with pytest.raises(TypeError, match="positions"):
+        module.gather_be(buffer, pos.astype(np.float64), 2, np.empty(2, np.uint32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(buffer=st.binary(max_size=40), data=st.data(), columns=st.integers(0, 20))
+def test_gather_rows_reads_each_byte_in_range(buffer: bytes, data: st.DataObject,
+                                              columns: int) -> None:
+    """Gather.rows (the heads the media finder's numpy reference decodes) byte by byte."""
+    offset = data.draw(positions(len(buffer)))
+    length = np.array(data.draw(st.lists(st.integers(-3, 50), min_size=offset.size,
+                                         max_size=offset.size)), np.int64)
+    head = Gather(np.frombuffer(buffer, np.uint8)).rows(offset, length, columns)
+    assert head.shape == (offset.size, columns) and head.dtype == np.uint8
+    for row, (start, size) in enumerate(zip(offset.tolist(), length.tolist(), strict=True)):
+        want = [buffer[start + j] if j < size and 0 <= start + j < len(buffer) else 0
+                for j in range(columns)]
+        assert head[row].tolist() == want
+
+
+# ---------------------------------------------------------------------------- media finder
+
+RTP_PACKET_FIELDS = [f.name for f in fields(RtpPackets)]
+RTCP_FIELDS = [f.name for f in fields(RtcpCandidates)]
+
+
+@needs_extension
+def test_media_finder_outputs_are_the_dataclass_fields() -> None:
+    module = speedups.native
+    assert module is not None
+    assert list(module.RTP_PACKET_COLUMNS) == ["index", *RTP_PACKET_FIELDS[1:]]
+    assert [name for name, _ in speedups.RTP_PACKET_COLUMNS] == list(module.RTP_PACKET_COLUMNS)
+    assert list(module.RTCP_COLUMNS) == ["rtcp_" + name for name in speedups.RTCP_COLUMNS]
+    assert RTCP_FIELDS == ["row", "offset", "length"]
+
+
+def found_both_ways(buffer: np.ndarray, start: np.ndarray, size: np.ndarray, mode: np.ndarray,
+                    flow: np.ndarray, direction: np.ndarray, what: str) -> MediaScan:
+    """find_media in C and in numpy, asserted identical (dtypes too); the C result."""
+    args = (Gather(buffer), start, size, mode, flow, direction)
+    native = find_media(*args)
+    with using(False):
+        reference = find_media(*args)
+    assert_same_columns(native.rtp, reference.rtp, RTP_PACKET_FIELDS, what)
+    assert_same_columns(native.rtcp, reference.rtcp, RTCP_FIELDS, what)
+    assert_same_columns(native, reference, ["zoom_valid", "zoom_layout"], what)
+    return native
+
+
+MODES = [0, 1, 2, 3, 4, 5, 6, 7]  # plain, Zoom server, Zoom P2P, none; +4 TURN
+
+
+def find_media_in_capture(path: Path, chunk: int = 64 << 20) -> tuple[int, int]:
+    """Every UDP payload of a capture under each flow mode, and under mixed modes; how many RTP
+    packets and Zoom-verified payloads were found."""
+    rng = np.random.default_rng(7)
+    packets = zoom = 0
+    for n, batch in enumerate(CaptureReader(path, chunk_bytes=chunk).batches()):
+        cols = decode_batch(batch)
+        assign = FlowTable().update(cols)
+        rows = np.flatnonzero((cols.ip_proto == 17) & (assign.flow_index >= 0)
+                              & (cols.payload_len >= 8))
+        start, size = cols.payload_offset[rows], cols.payload_len[rows]
+        flow, direction = assign.flow_index[rows], assign.direction[rows]
+        mixed = rng.integers(0, 8, rows.size).astype(np.int8)
+        for mode in [*(np.full(rows.size, m, np.int8) for m in MODES), mixed]:
+            found = found_both_ways(batch.buffer, start, size, mode, flow, direction,
+                                    f"{path.name} batch {n} mode {mode[:1]}")
+            packets += found.rtp.row.size
+            zoom += int(np.count_nonzero(found.zoom_valid))
+    return packets, zoom
+
+
+@needs_extension
+def test_media_finders_agree_on_a_benchmark_capture(bench_capture: Path) -> None:
+    packets, zoom = find_media_in_capture(bench_capture, chunk=8 << 20)
+    assert packets > 100_000 and zoom > 10_000
+
+
+@needs_extension
+def test_media_finders_agree_on_corpus_and_sample_captures() -> None:
+    """In small batches too (payloads at buffer ends)."""
+    found = {path.name: find_media_in_capture(path, 4096) for path in real_captures()}
+    assert found["zoom_meeting.pcap"][1] > 0 and found["zoom_p2p.pcap"][1] > 0
+    assert sum(packets for packets, _ in found.values()) > 1000
+
+
+def rtp_bytes(first: int, second: int, rest: bytes) -> bytes:
+    return bytes([first, second]) + rest
+
+
+@st.composite
+def media_payload(draw: st.DrawFn) -> bytes:
+    """An RTP or RTCP header (with CSRCs and extensions), one inside a TURN ChannelData or
+    MS-TURN frame, a Zoom seed (test_zoom.py), or random bytes; then edited a little."""
+    rtp = st.builds(rtp_bytes, st.sampled_from([0x80, 0x81, 0x90, 0x91, 0xA0, 0xB2, 0x9F]),
+                    st.sampled_from([0, 8, 96, 111, 127, 200, 201, 0xE0, 0xEE]),
+                    st.binary(max_size=40))
+    channel = st.builds(lambda c, n, r: bytes([c, 1]) + n.to_bytes(2, "big") + r,
+                        st.integers(0x40, 0x4F), st.integers(0, 80), rtp)
+    ms_turn = st.builds(lambda h, r: b"\xff\x10" + h + r, st.binary(min_size=10, max_size=10),
+                        rtp)
+    data = bytearray(draw(rtp | channel | ms_turn | st.sampled_from(ZOOM_SEEDS)
+                          | st.binary(max_size=90)))
+    for _ in range(draw(st.integers(0, 3))):
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads=st.lists(media_payload(), min_size=1, max_size=12), data=st.data())
+def test_media_finders_agree_on_generated_payloads(payloads: list[bytes],
+                                                   data: st.DataObject) -> None:
+    """Payloads back to back in one buffer, each with a mode, flow and direction; lengths that
+    may disagree with the bytes (longer, shorter, negative), and starts anywhere."""
+    buffer = b"".join(payloads)
+    ends = np.cumsum([len(p) for p in payloads])
+    start = ends - [len(p) for p in payloads]
+    size = np.array([len(p) for p in payloads], np.int64)
+    count = len(payloads)
+    lengths = st.lists(st.integers(-3, 120), min_size=count, max_size=count)
+    if data.draw(st.booleans()):
+        size = np.array(data.draw(lengths), np.int64)
+    if data.draw(st.booleans()):
+        start = data.draw(positions(len(buffer)).filter(lambda p: p.size >= count))[:count]
+    mode = np.array(data.draw(st.lists(st.integers(-8, 8), min_size=count, max_size=count)),
+                    np.int8)
+    flow = np.array(data.draw(st.lists(st.integers(0, 2**28), min_size=count, max_size=count)),
+                    np.int64)
+    direction = np.array(data.draw(st.lists(st.integers(-1, 2), min_size=count,
+                                            max_size=count)), np.int8)
+    found_both_ways(np.frombuffer(buffer, np.uint8), start.astype(np.int64), size, mode, flow,
+                    direction, "generated")
+
+
+@needs_extension
+def test_media_finders_agree_on_each_encapsulation() -> None:
+    """Plain RTP and RTCP, both inside TURN ChannelData and MS-TURN frames, and the Zoom seeds,
+    under every flow mode: each kind of RTP packet is found, the same both ways."""
+    rtp, rtcp = rtp_bytes(0x90, 0x6F, bytes(range(10)) + b"\xbe\xde\x00\x01" + bytes(20)), \
+        rtp_bytes(0x81, 0xC8, bytes(30))
+    payloads = [rtp, rtcp, *ZOOM_SEEDS]
+    for inner in (rtp, rtcp):
+        payloads += [b"\x40\x01" + len(inner).to_bytes(2, "big") + inner,
+                     b"\x40\x01\x00\x08" + inner, b"\xff\x10" + bytes(10) + inner]
+    buffer = np.frombuffer(b"".join(payloads), np.uint8)
+    size = np.array([len(p) for p in payloads], np.int64)
+    start = np.cumsum(size) - size
+    flow, direction = np.arange(size.size, dtype=np.int64), (np.arange(size.size) % 2)
+    kinds = set()
+    for mode in MODES:
+        found = found_both_ways(buffer, start, size, np.full(size.size, mode, np.int8), flow,
+                                direction.astype(np.int8), f"mode {mode}")
+        kinds |= set(found.rtp.encap.tolist())
+        assert found.rtcp.row.size > 0 or mode == 3
+    assert kinds == {0, 1, 2, 3}
+
+
+@needs_extension
+def test_media_finder_reuses_its_scratch_arrays() -> None:
+    payload = rtp_bytes(0x80, 0, bytes(range(20)))
+    buffer = np.frombuffer(payload * 3, np.uint8)
+    start, size = np.arange(3, dtype=np.int64) * len(payload), np.full(3, len(payload))
+    scratch = speedups.MediaScratch()
+    args = (np.zeros(3, np.int8), np.arange(3, dtype=np.int64), np.zeros(3, np.int8))
+    first = find_media(Gather(buffer), start, size, *args, scratch)
+    assert first.rtp.row.tolist() == [0, 1, 2] and first.rtp.stream_key.tolist() == [
+        (f << 34) | 0x06070809 for f in range(3)]  # SSRC: payload bytes 8-11
+    arrays = scratch.rtp["offset"]
+    second = find_media(Gather(buffer), start[:2], size[:2], *(a[:2] for a in args), scratch)
+    assert scratch.rtp["offset"] is arrays and second.rtp.offset.base is arrays
+    assert second.rtp.offset.tolist() == [0, len(payload)]
+
+
+@needs_extension
+def test_find_media_argument_checks() -> None:
+    module = speedups.native
+    assert module is not None
+    n = 2
+    inputs = [np.zeros(64, np.uint8), np.zeros(n, np.int64), np.full(n, 8, np.int64),
+              np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n, np.int8)]
+
+    def outputs(capacity: int = 3 * n) -> list[np.ndarray]:
+        rtp = [np.empty(capacity, dtype) for _, dtype in speedups.RTP_PACKET_COLUMNS]
+        rtcp = [np.empty(capacity, np.int64) for _ in speedups.RTCP_COLUMNS]
+        return [*rtp, *rtcp, np.empty(n, bool), np.empty(n, np.int8)]
+
+    assert module.find_media(*inputs, *outputs()) == (0, 0)
+    with pytest.raises(TypeError, match="arguments"):
+        module.find_media(*inputs)
+    with pytest.raises(ValueError, match="per payload"):
+        module.find_media(*inputs, *outputs(3 * n - 1))
+    with pytest.raises(TypeError, match="mode"):
+        module.find_media(*inputs[:3], np.zeros(n, np.int64), *inputs[4:], *outputs())
+    with pytest.raises(ValueError, match="items"):
+        module.find_media(*inputs[:5], np.zeros(n + 1, np.int8), *outputs())

@@ -229,6 +229,12 @@ def parse_rtcp_compound(data: bytes) -> RtcpCompound:
     return RtcpCompound(_decode_packets(data, plain_end), None, plain_end)
 
 
+def may_carry_srtcp_trailer(data: bytes) -> bool:
+    """False when well-formed RTCP packets fill the datagram exactly: an SRTCP trailer follows
+    the compound (RFC 3711 §3.4), so `parse_rtcp_compound` would find none."""
+    return _walk_end(data, len(data)) != len(data)
+
+
 # ---------------------------------------------------------------------------------------------
 # Walking the compound
 

@@ -245,20 +245,18 @@ def rtp_header_columns(head: np.ndarray, length: np.ndarray) -> RtpColumns:
     extension = (b0 & 0x10) != 0
     header_length_min = FIXED_HEADER_LENGTH + CSRC_LENGTH * csrc_count.astype(np.int64)
     payload_offset = _payload_offsets(head, extension, header_length_min)
-    valid = (
-        (b0 >> 6 == RTP_VERSION)
-        & ~((b1 >= RTCP_SECOND_BYTE.start) & (b1 < RTCP_SECOND_BYTE.stop))
-        & (length >= header_length_min)
-        & (~extension | (length >= header_length_min + EXTENSION_HEADER_LENGTH))
-        & (payload_offset <= length)
-    )
+    rtcp = (b1 >= RTCP_SECOND_BYTE.start) & (b1 < RTCP_SECOND_BYTE.stop)
+    valid = (b0 >> 6 == RTP_VERSION) & ~rtcp
+    valid &= length >= header_length_min
+    valid &= ~extension | (length >= header_length_min + EXTENSION_HEADER_LENGTH)
+    valid &= payload_offset <= length
     return RtpColumns(
         valid=valid,
         payload_type=b1 & 0x7F,
         marker=(b1 & 0x80) != 0,
-        sequence_number=be_uint(head, 2, 2).astype(np.uint16),
-        timestamp=be_uint(head, 4, 4).astype(np.uint32),
-        ssrc=be_uint(head, 8, 4).astype(np.uint32),
+        sequence_number=_be_column(head, 2, 2).astype(np.uint16),
+        timestamp=_be_column(head, 4, 4).astype(np.uint32),
+        ssrc=_be_column(head, 8, 4).astype(np.uint32),
         csrc_count=csrc_count,
         padding=(b0 & 0x20) != 0,
         extension=extension,
@@ -272,11 +270,19 @@ def _payload_offsets(
 ) -> np.ndarray:
     """12 + 4*CC, plus the extension block when its length field lies within the K columns."""
     columns = head.shape[1]
-    length_field = header_length_min + 2
+    words = _be_column(head, FIXED_HEADER_LENGTH + 2, 2).astype(np.int64)  # no CSRC: column 14
+    csrcs = np.flatnonzero(extension & (header_length_min != FIXED_HEADER_LENGTH))
+    length_field = header_length_min[csrcs] + 2
     visible = length_field + 2 <= columns
-    words = gather_be16(head, np.where(visible, length_field, 0))
-    with_extension = np.where(visible, header_length_min + 4 + 4 * words, -1)
-    return np.where(extension, with_extension, header_length_min)
+    at = csrcs[visible] * columns + length_field[visible]
+    flat = head.reshape(-1)
+    words[csrcs[visible]] = (flat[at].astype(np.int64) << 8) | flat[at + 1]
+    words *= 4
+    words += EXTENSION_HEADER_LENGTH
+    words *= extension
+    words += header_length_min
+    words[csrcs[~visible]] = -1
+    return words
 
 
 def _check_matrix(
@@ -289,15 +295,21 @@ def _check_matrix(
     return head, length
 
 
+def _be_column(head: np.ndarray, column: int, size: int) -> np.ndarray:
+    """The big-endian unsigned `size`-byte (2, 4 or 8) field at a fixed column, in its own
+    big-endian dtype: a view of C-contiguous rows when the field is aligned in them, else a
+    copy of the field's bytes, viewed."""
+    dtype = np.dtype(f">u{size}")
+    if head.flags.c_contiguous and column % size == 0 and head.shape[1] % size == 0:
+        return head.view(dtype)[:, column // size]
+    return np.ascontiguousarray(head[:, column : column + size]).view(dtype).reshape(-1)
+
+
 def be_uint(head: np.ndarray, column: int, size: int) -> np.ndarray:
     """Big-endian unsigned integer of `size` bytes starting at a fixed column, as int64."""
+    if head.dtype == np.uint8 and size in (2, 4, 8) and 0 <= column <= head.shape[1] - size:
+        return _be_column(head, column, size).astype(np.int64)
     value = np.zeros(head.shape[0], dtype=np.int64)
     for byte in range(size):
         value = (value << 8) | head[:, column + byte]
     return value
-
-
-def gather_be16(head: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Big-endian 16-bit value at a per-row column (columns must be < K - 1), as int64."""
-    rows = np.arange(head.shape[0])
-    return (head[rows, columns].astype(np.int64) << 8) | head[rows, columns + 1]
