@@ -6,6 +6,7 @@ Bad input ends in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -183,6 +184,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from analyzer.pipeline import analyze
     from analyzer.tables import write_outputs
 
+    gc.freeze()  # the imports' objects live until exit: spare the collector from walking them
     settings = _settings(args)
     total = sum(p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
