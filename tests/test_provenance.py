@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ def test_file_sha256_matches_hashlib(tmp_path: Path, size: int) -> None:
 
 
 def test_hashes_of_several_captures_in_any_order(tmp_path: Path) -> None:
-    paths = [tmp_path / f"c{i}.pcap" for i in range(3)]
+    paths = [tmp_path / f"c {i}\n.pcap" for i in range(3)]  # odd names travel safely
     expected = {p: hashlib.sha256(_write(p, 1000 * (i + 1))).hexdigest()
                 for i, p in enumerate(paths)}
     hashes = CaptureHashes(paths)
@@ -36,10 +35,13 @@ def test_hashes_of_several_captures_in_any_order(tmp_path: Path) -> None:
         assert hashes.digest(path) == expected[path]
 
 
-def test_read_error_is_raised_by_digest(tmp_path: Path) -> None:
-    hashes = CaptureHashes([tmp_path / "gone.pcap"])
-    with pytest.raises(OSError):
+def test_read_error_is_raised_by_digest_and_others_still_hashed(tmp_path: Path) -> None:
+    good = tmp_path / "good.pcap"
+    data = _write(good, 100)
+    hashes = CaptureHashes([tmp_path / "gone.pcap", good])
+    with pytest.raises(OSError, match=r"gone\.pcap: cannot hash"):
         hashes.digest(tmp_path / "gone.pcap")
+    assert hashes.digest(good) == hashlib.sha256(data).hexdigest()
 
 
 def test_unknown_path_is_refused_instead_of_waiting(tmp_path: Path) -> None:
@@ -48,17 +50,24 @@ def test_unknown_path_is_refused_instead_of_waiting(tmp_path: Path) -> None:
         hashes.digest(tmp_path / "other.pcap")
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux-only")
-def test_only_the_hashing_thread_is_lowered() -> None:
-    seen: list[int] = []
+def _nice_of(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])  # field 19 of proc(5), counted after the command name
 
-    def probe() -> None:
-        provenance._lower_this_thread()
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
 
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join()
-    assert seen == [provenance.LOWEST_PRIORITY]
-    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_child_runs_at_the_lowest_priority(tmp_path: Path) -> None:
+    fifo = tmp_path / "slow.pcap"
+    os.mkfifo(fifo)  # the child blocks opening it, so it can be looked at meanwhile
+    hashes = CaptureHashes([fifo])
+    assert hashes._child is not None
+    try:
+        wanted = min(_nice_of(os.getpid()) + provenance.LOWEST_PRIORITY, 19)
+        deadline = time.monotonic() + 10
+        while _nice_of(hashes._child.pid) != wanted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _nice_of(hashes._child.pid) == wanted
+    finally:
+        with open(fifo, "wb") as writer:
+            writer.write(b"x")
+    assert hashes.digest(fifo) == hashlib.sha256(b"x").hexdigest()
