@@ -181,6 +181,14 @@ def _early_hashes(args: argparse.Namespace) -> CaptureHashes | None:
 def run_analyze(args: argparse.Namespace) -> int:
     _check_inputs(args.captures, args.output)
     hashes = _early_hashes(args)
+    try:
+        return _analyze_and_write(args, hashes)
+    finally:
+        if hashes is not None:
+            hashes.close()
+
+
+def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -> int:
     from analyzer.pipeline import analyze
     from analyzer.tables import write_outputs
 

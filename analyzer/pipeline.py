@@ -32,7 +32,7 @@ Progress = Callable[[int], None]
 class Settings:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     jobs: int = 0  # 0: all cores
-    hash_captures: bool = True  # SHA-256 of each capture, on a low-priority thread
+    hash_captures: bool = True  # SHA-256 of each capture, in a low-priority child process
     geo: GeoSettings = field(default_factory=GeoSettings)
 
     def as_dict(self) -> dict[str, object]:
@@ -77,12 +77,16 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
                     hashes: CaptureHashes | None = None) -> CaptureResult:
     """Run the whole pipeline on one capture file; its SHA-256 comes from `hashes` (started
     here when not given) unless hashing is off."""
-    if settings.hash_captures and hashes is None:
-        hashes = CaptureHashes([Path(path)])
-    result = _run_pipeline(path, settings, progress)
-    if settings.hash_captures and hashes is not None:
-        result.sha256 = hashes.digest(Path(path))
-    return result
+    own = CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None else None
+    try:
+        result = _run_pipeline(path, settings, progress)
+        hashes = hashes or own
+        if settings.hash_captures and hashes is not None:
+            result.sha256 = hashes.digest(Path(path))
+        return result
+    finally:
+        if own is not None:
+            own.close()
 
 
 def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
@@ -148,9 +152,12 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
         with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
             results = list(pool.map(analyze_capture, files, [settings] * len(files)))
     else:
-        if settings.hash_captures and hashes is None:
-            hashes = CaptureHashes(files)
-        results = [analyze_capture(p, settings, progress, hashes) for p in files]
+        own = CaptureHashes(files) if settings.hash_captures and hashes is None else None
+        try:
+            results = [analyze_capture(p, settings, progress, hashes or own) for p in files]
+        finally:
+            if own is not None:
+                own.close()
     return combine(results, settings)
 
 

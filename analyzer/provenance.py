@@ -54,6 +54,12 @@ class CaptureHashes:
             raise OSError(f"{path}: cannot hash ({line.removeprefix(ERROR_PREFIX)})")
         return line
 
+    def close(self) -> None:
+        """Stop hashing (the analysis failed or was interrupted): no orphan keeps reading."""
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.communicate()
+
     def _collect(self) -> dict[Path, str]:
         if self._results is None:
             out = self._child.communicate()[0] if self._child is not None else ""

@@ -71,3 +71,12 @@ def test_child_runs_at_the_lowest_priority(tmp_path: Path) -> None:
         with open(fifo, "wb") as writer:
             writer.write(b"x")
     assert hashes.digest(fifo) == hashlib.sha256(b"x").hexdigest()
+
+
+def test_close_stops_a_child_still_hashing(tmp_path: Path) -> None:
+    fifo = tmp_path / "never.pcap"
+    os.mkfifo(fifo)  # nobody writes: the child would wait forever
+    hashes = CaptureHashes([fifo])
+    assert hashes._child is not None
+    hashes.close()
+    assert hashes._child.poll() is not None
