@@ -18,7 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 /* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
  * build of another version (a stale in-place build after an edit). */
-#define API_VERSION 3
+#define API_VERSION 4
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -2216,6 +2216,101 @@ static PyObject *state_layout(void)
     return layout;
 }
 
+/* ------------------------------------------------------------------------- flow keys */
+
+static inline uint64_t splitmix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+typedef struct {
+    const int64_t *rows;
+    const uint64_t *src_hi, *src_lo, *dst_hi, *dst_lo;
+    const int32_t *sport, *dport;
+    const uint8_t *proto;
+    Py_ssize_t count, columns;
+} FlowColumns;
+
+/* analyzer/flows.py's flow_keys_numpy for each row: whether the source sorts first as
+ * (address high, address low, port), and the splitmix64 chain over (protocol, A, B). Returns
+ * the position of a row out of range, or -1. */
+static Py_ssize_t flow_keys_loop(const FlowColumns *c, uint64_t *key, uint8_t *src_is_a)
+{
+    for (Py_ssize_t i = 0; i < c->count; i++) {
+        int64_t r = c->rows[i];
+        if (r < 0 || r >= c->columns)
+            return i;
+        uint64_t s[3] = {c->src_hi[r], c->src_lo[r], (uint64_t)(int64_t)c->sport[r]};
+        uint64_t d[3] = {c->dst_hi[r], c->dst_lo[r], (uint64_t)(int64_t)c->dport[r]};
+        int first = s[0] != d[0] ? s[0] < d[0] : s[1] != d[1] ? s[1] < d[1] : s[2] <= d[2];
+        const uint64_t *a = first ? s : d, *b = first ? d : s;
+        uint64_t k = splitmix64((uint64_t)c->proto[r]);
+        for (int j = 0; j < 3; j++)
+            k = splitmix64(k ^ a[j]);
+        for (int j = 0; j < 3; j++)
+            k = splitmix64(k ^ b[j]);
+        key[i] = k;
+        src_is_a[i] = (uint8_t)first;
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(flow_keys_doc,
+"flow_keys(rows, src_hi, src_lo, sport, dst_hi, dst_lo, dport, proto, key, src_is_a) -> None\n\n"
+"Fill key (uint64) and src_is_a (bool) for the packets at rows (see analyzer/flows.py).");
+
+static PyObject *flow_keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "flow_keys takes 10 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    static const char *names[] = {"rows", "src_hi", "src_lo", "sport", "dst_hi", "dst_lo",
+                                  "dport", "proto", "key", "src_is_a"};
+    static const Py_ssize_t sizes[] = {8, 8, 8, 4, 8, 8, 4, 1, 8, 1};
+    Buffers bufs = {.held = 0};
+    Py_buffer *views[10];
+    for (int i = 0; i < 10; i++) {
+        int kind = i == 9 ? KIND_BOOL : KIND_INT;
+        views[i] = take(&bufs, args[i], i >= 8, kind, sizes[i], names[i]);
+        if (views[i] == NULL) {
+            release(&bufs);
+            return NULL;
+        }
+    }
+    Py_ssize_t columns = items(views[1]);
+    for (int i = 2; i < 8; i++) {
+        if (items(views[i]) != columns) {
+            PyErr_Format(PyExc_ValueError, "%s has %zd items, expected %zd", names[i],
+                         items(views[i]), columns);
+            release(&bufs);
+            return NULL;
+        }
+    }
+    if (items(views[8]) != items(views[0]) || items(views[9]) != items(views[0])) {
+        PyErr_SetString(PyExc_ValueError, "key and src_is_a need one item per row");
+        release(&bufs);
+        return NULL;
+    }
+    FlowColumns c = {views[0]->buf, views[1]->buf, views[2]->buf, views[4]->buf, views[5]->buf,
+                     views[3]->buf, views[6]->buf, views[7]->buf, items(views[0]), columns};
+    Py_ssize_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = flow_keys_loop(&c, views[8]->buf, views[9]->buf);
+    Py_END_ALLOW_THREADS
+    release(&bufs);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_IndexError, "row %zd is out of range", bad);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, walk_pcap_doc},
     {"walk_pcapng", walk_pcapng, METH_VARARGS, walk_pcapng_doc},
@@ -2226,6 +2321,7 @@ static PyMethodDef methods[] = {
      zoom_classify_doc},
     {"gather_be", (PyCFunction)(void (*)(void))gather_be, METH_FASTCALL, gather_be_doc},
     {"find_media", (PyCFunction)(void (*)(void))find_media, METH_FASTCALL, find_media_doc},
+    {"flow_keys", (PyCFunction)(void (*)(void))flow_keys, METH_FASTCALL, flow_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 

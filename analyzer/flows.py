@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from analyzer import speedups
 from analyzer.packets import PROTO_TCP, PROTO_UDP, PacketColumns
 
 TCP_SYN, TCP_ACK = 0x02, 0x10
@@ -80,6 +81,27 @@ def _less(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
     return result
 
 
+def flow_keys(cols: PacketColumns, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per selected packet: a 64-bit key of its flow (protocol and both endpoints, in canonical
+    order) and whether its source is endpoint A (the one that sorts first)."""
+    if speedups.enabled():
+        return speedups.flow_keys(sel, cols.src_hi, cols.src_lo, cols.sport, cols.dst_hi,
+                                  cols.dst_lo, cols.dport, cols.ip_proto)
+    return flow_keys_numpy(cols, sel)
+
+
+def flow_keys_numpy(cols: PacketColumns, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    src = (cols.src_hi[sel], cols.src_lo[sel], cols.sport[sel].astype(np.uint64))
+    dst = (cols.dst_hi[sel], cols.dst_lo[sel], cols.dport[sel].astype(np.uint64))
+    src_is_a = _less(src, dst)
+    a = tuple(np.where(src_is_a, s, d) for s, d in zip(src, dst, strict=True))
+    b = tuple(np.where(src_is_a, d, s) for s, d in zip(src, dst, strict=True))
+    key = _mix(cols.ip_proto[sel].astype(np.uint64))
+    for column in (*a, *b):
+        key = _mix(key ^ column)
+    return key, src_is_a
+
+
 class FlowTable:
     """All flows of one capture.
 
@@ -118,32 +140,21 @@ class FlowTable:
         return FlowAssignment(flow_index, direction)
 
     def _assign(self, cols: PacketColumns, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        src = (cols.src_hi[sel], cols.src_lo[sel], cols.sport[sel].astype(np.uint64))
-        dst = (cols.dst_hi[sel], cols.dst_lo[sel], cols.dport[sel].astype(np.uint64))
-        src_is_a = _less(src, dst)
-        a = tuple(np.where(src_is_a, s, d) for s, d in zip(src, dst, strict=True))
-        b = tuple(np.where(src_is_a, d, s) for s, d in zip(src, dst, strict=True))
-        proto = cols.ip_proto[sel].astype(np.uint64)
-        key = _mix(proto)
-        for column in (*a, *b):
-            key = _mix(key ^ column)
+        key, src_is_a = flow_keys(cols, sel)
         codes, uniques = pd.factorize(key)
         first = np.full(uniques.size, sel.size, dtype=np.int64)
         np.minimum.at(first, codes, np.arange(sel.size))
         local_to_flow = np.array(
-            [self._lookup(cols, sel, int(i), a, b, bool(src_is_a[i])) for i in first],
+            [self._lookup(cols, int(sel[i]), bool(src_is_a[i])) for i in first.tolist()],
             dtype=np.int64,
         )
         return local_to_flow[codes], (~src_is_a).astype(np.int8)
 
-    def _lookup(
-        self, cols: PacketColumns, sel: np.ndarray, i: int,
-        a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], src_is_a: bool,
-    ) -> int:
-        row = sel[i]
+    def _lookup(self, cols: PacketColumns, row: int, src_is_a: bool) -> int:
         proto = int(cols.ip_proto[row])
-        ep_a = (int(a[0][i]), int(a[1][i]), int(a[2][i]))
-        ep_b = (int(b[0][i]), int(b[1][i]), int(b[2][i]))
+        src = (int(cols.src_hi[row]), int(cols.src_lo[row]), int(cols.sport[row]))
+        dst = (int(cols.dst_hi[row]), int(cols.dst_lo[row]), int(cols.dport[row]))
+        ep_a, ep_b = (src, dst) if src_is_a else (dst, src)
         key = (proto, *ep_a, *ep_b)
         index = self._by_key.get(key)
         if index is None:

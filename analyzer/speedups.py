@@ -6,7 +6,8 @@ The pure-Python/numpy code stays the reference and the fallback: when the extens
 The C paths: capture record walkers (analyzer/capture/formats.py), RTP stream statistics
 (analyzer/rtpstats.py), the header decoder (analyzer/packets.py ``decode_batch``), the Zoom
 classifier (analyzer/decode/zoom.py ``zoom_columns``), the big-endian reads of
-analyzer/packets.py's ``Gather`` and the RTP/RTCP finder (analyzer/media.py ``find_media``).
+analyzer/packets.py's ``Gather``, the RTP/RTCP finder (analyzer/media.py ``find_media``) and
+the flow keys (analyzer/flows.py ``flow_keys``).
 
 The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
 buffer protocol, so the extension needs no numpy headers.
@@ -25,7 +26,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 3  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 4  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -224,3 +225,19 @@ def find_media(
     )
     return ({name: column[:n_rtp] for name, column in rtp.items()},
             {name: column[:n_rtcp] for name, column in rtcp.items()}, valid, layout)
+
+
+def flow_keys(rows: IntArray, src_hi: np.ndarray, src_lo: np.ndarray, sport: np.ndarray,
+              dst_hi: np.ndarray, dst_lo: np.ndarray, dport: np.ndarray, proto: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit flow key, source sorts first) per row; see analyzer/flows.py flow_keys_numpy."""
+    key = np.empty(rows.size, dtype=np.uint64)
+    src_is_a = np.empty(rows.size, dtype=bool)
+    _require().flow_keys(
+        np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(src_hi, np.uint64),
+        np.ascontiguousarray(src_lo, np.uint64), np.ascontiguousarray(sport, np.int32),
+        np.ascontiguousarray(dst_hi, np.uint64), np.ascontiguousarray(dst_lo, np.uint64),
+        np.ascontiguousarray(dport, np.int32), np.ascontiguousarray(proto, np.uint8),
+        key, src_is_a,
+    )
+    return key, src_is_a

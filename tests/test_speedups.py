@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import analyzer
+from analyzer import flows as flows_module
 from analyzer import speedups
 from analyzer.capture.batch import PacketBatch
 from analyzer.capture.formats import (
@@ -1387,3 +1388,53 @@ def test_find_media_argument_checks() -> None:
         module.find_media(*inputs[:3], np.zeros(n, np.int64), *inputs[4:], *outputs())
     with pytest.raises(ValueError, match="items"):
         module.find_media(*inputs[:5], np.zeros(n + 1, np.int8), *outputs())
+
+
+# --------------------------------------------------------------------------- flow keys
+
+
+@dataclass
+class _FlowColumns:
+    """The PacketColumns fields analyzer/flows.py's flow keys read."""
+
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    sport: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    dport: np.ndarray
+    ip_proto: np.ndarray
+
+
+_SMALL_U64 = st.sampled_from([0, 1, 0xFFFF_0A00_0001, 2**63, 2**64 - 1])  # ties are likely
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), count=st.integers(0, 60))
+def test_flow_keys_agree(data: st.DataObject, count: int) -> None:
+    def column(values: st.SearchStrategy[int], dtype: type) -> np.ndarray:
+        return np.array(data.draw(st.lists(values, min_size=count, max_size=count)), dtype=dtype)
+
+    ports = st.sampled_from([-1, 0, 53, 3478, 8801, 65535])
+    cols = _FlowColumns(column(_SMALL_U64, np.uint64), column(_SMALL_U64, np.uint64),
+                        column(ports, np.int32), column(_SMALL_U64, np.uint64),
+                        column(_SMALL_U64, np.uint64), column(ports, np.int32),
+                        column(st.sampled_from([6, 17, 255]), np.uint8))
+    rows = np.array(data.draw(st.lists(st.integers(0, max(count - 1, 0)),
+                                       max_size=3 * count if count else 0)), dtype=np.int64)
+    key_c, first_c = flows_module.flow_keys(cols, rows)  # type: ignore[arg-type]
+    key_py, first_py = flows_module.flow_keys_numpy(cols, rows)  # type: ignore[arg-type]
+    assert key_c.dtype == key_py.dtype and first_c.dtype == first_py.dtype
+    assert np.array_equal(key_c, key_py) and np.array_equal(first_c, first_py)
+
+
+@needs_extension
+def test_flow_keys_refuse_rows_out_of_range() -> None:
+    one = _FlowColumns(*(np.zeros(1, dtype=t) for t in (np.uint64, np.uint64, np.int32,
+                                                        np.uint64, np.uint64, np.int32,
+                                                        np.uint8)))
+    with pytest.raises(IndexError):
+        flows_module.flow_keys(one, np.array([1], dtype=np.int64))  # type: ignore[arg-type]
+    with pytest.raises(IndexError):
+        flows_module.flow_keys(one, np.array([-1], dtype=np.int64))  # type: ignore[arg-type]
