@@ -160,12 +160,6 @@ def _airport_rows() -> tuple[int, ...]:
     return tuple(_rows_keyed("icao").values())
 
 
-def _airports() -> list[Airfield]:
-    """The airports of `airportsdata.load("ICAO")`, in its order."""
-    columns = [_column(name) for name in Airfield._fields]
-    return [Airfield(*(column[row] for column in columns)) for row in _airport_rows()]
-
-
 @functools.cache
 def _airport_rows_by_iata() -> dict[str, list[int]]:
     """The rows of `_airport_rows` with an IATA code, per code."""
@@ -259,7 +253,7 @@ def lower_bound_km(a: Area, b: Area) -> float | None:
 @functools.cache
 def iata_place(code: str) -> Place | None:
     """The place an IATA code accepted as a hostname hint names: an airport with likely
-    passenger service (the last in `_airports` order), else an IATA multi-airport city code
+    passenger service (the last in `_airport_rows` order), else an IATA multi-airport city code
     (LON, NYC, TYO ...) placed at its airports' centroid."""
     code = code.upper()
     airports = [a for a in map(_airfield, _airport_rows_by_iata().get(code, ()))

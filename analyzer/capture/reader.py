@@ -15,6 +15,7 @@ import mmap
 import os
 import stat
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -213,13 +214,13 @@ class CaptureReader:
         """
         data = memoryview(mapped)
         size, offset, dropped = len(data), start, 0
-        handed: list[int] = []  # starts of the last `buffers` batches handed on, newest last
+        handed: deque[int] = deque(maxlen=self.buffers)  # starts of the last batches handed on
         while offset < size:
             end, result = self._walk_span(data, walker, offset)
             self._note_walker(walker)
             if len(result.records.data_offset):
                 yield self._to_batch(data[offset:end], result)
-                handed = [*handed[1 - self.buffers :], offset] if self.buffers > 1 else [offset]
+                handed.append(offset)
                 dropped = _drop_pages(mapped, dropped, handed[0])
             if result.error:
                 self._damage(offset + result.stop, result.error)
