@@ -139,6 +139,12 @@ class CaptureFacts:
     zoom_stun_clients: dict[Endpoint, float] = field(default_factory=dict)  # -> time (s)
     sip_calls: dict[str, list[int]] = field(default_factory=dict)  # call-id -> frames
     sip_messages: list[dict[str, object]] = field(default_factory=list)
+    sdp_log: list[tuple[Endpoint, SdpMedia]] = field(default_factory=list)  # add_sdp's calls
+
+    def add_sdp(self, endpoint: Endpoint, entry: SdpMedia) -> None:
+        """Note an m= line announcing `endpoint` (calls come in frame order)."""
+        self.sdp_media.setdefault(endpoint, []).append(entry)
+        self.sdp_log.append((endpoint, entry))
 
     def sdp_before(self, endpoint: Endpoint, frame: int) -> SdpMedia | None:
         """The last SDP m= line announcing `endpoint` at or before `frame`.

@@ -49,6 +49,25 @@ NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 53
 
 
 @dataclass(slots=True)
+class MediaWork:
+    """The UDP payloads of one batch that `MediaExtractor.scan` looks at, with what it needs
+    of their packets; all arrays are parallel."""
+
+    offset: np.ndarray  # int64: start of the UDP payload in the batch's buffer
+    length: np.ndarray  # int64: payload bytes
+    flow: np.ndarray  # int64: index of the flow in the FlowTable
+    direction: np.ndarray  # int8
+    mode: np.ndarray  # int8: the flow's mode (see MediaExtractor._flow_modes)
+    frame: np.ndarray  # int64
+    ts_ns: np.ndarray  # int64
+
+    def part(self, rows: np.ndarray) -> MediaWork:
+        return MediaWork(self.offset[rows], self.length[rows], self.flow[rows],
+                         self.direction[rows], self.mode[rows], self.frame[rows],
+                         self.ts_ns[rows])
+
+
+@dataclass(slots=True)
 class Candidates:
     """Places where an RTP/RTCP header may start (find_media's numpy path)."""
 
@@ -163,12 +182,37 @@ class StreamState:
     ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
 
 
+@dataclass(slots=True)
+class MediaPart:
+    """A media worker's findings on its flows (see `MediaExtractor.part` and `absorb`)."""
+
+    streams: list[StreamState]  # in order of creation
+    statistics: list[StreamStatistics]  # parallel to streams
+    ecb: list[EcbResult | None]  # parallel to streams
+    zoom_layouts: dict[int, set[str]]
+    rtcp_packets: dict[tuple[int, int], int]
+    srtcp_packets: dict[tuple[int, int], int]
+
+
+StreamKey = tuple[int, int, int, bool]  # flow index, direction, SSRC, Zoom FEC
+
+
+@dataclass(slots=True)
+class _MergedResults:
+    statistics: dict[StreamKey, StreamStatistics] = field(default_factory=dict)
+    ecb: dict[StreamKey, EcbResult | None] = field(default_factory=dict)
+
+
+def _key_of(stream: StreamState) -> StreamKey:
+    return (stream.flow_index, stream.direction, stream.ssrc, stream.fec)
+
+
 class MediaExtractor:
     def __init__(self, flows: FlowTable, capture: CaptureFacts, facts: list[FlowFacts]) -> None:
         self.flows = flows
         self.capture = capture
         self.facts = facts
-        self.streams: dict[tuple[int, int, int, bool], StreamState] = {}
+        self.streams: dict[StreamKey, StreamState] = {}
         self.ecb = EcbDetector(ECB_PACKETS_PER_STREAM, ECB_BYTES_PER_PACKET)
         self.stream_set = StreamSet()
         self.zoom_layouts: dict[int, set[str]] = {}  # flow index -> verified Zoom layouts
@@ -181,23 +225,34 @@ class MediaExtractor:
         self._modes = np.zeros(0, np.int8)  # by flow index: scratch for _flow_modes
         self._present = np.zeros(0, bool)  # by flow index: scratch, all False between batches
         self._scratch = speedups.MediaScratch()  # find_media's outputs, reused batch to batch
+        self._merged: _MergedResults | None = None  # set by `absorb`
 
     # ------------------------------------------------------------------ per batch
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
-        g = Gather(batch.buffer)
-        fi, plen, at = assign.flow_index, cols.payload_len, cols.payload_offset
-        rows = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen >= 8))
+        self.scan(batch.buffer, self.select(cols, assign))
+
+    def select(self, cols: PacketColumns, assign: FlowAssignment) -> MediaWork:
+        """The UDP payloads of a batch that may carry media, with their flows' current modes:
+        all that `scan` needs besides the batch's bytes (so another process can scan them)."""
+        fi = assign.flow_index
+        rows = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (cols.payload_len >= 8))
         flows = fi[rows]
-        scan = find_media(g, at[rows], plen[rows], self._flow_modes(flows), flows,
-                          assign.direction[rows], self._scratch)
-        self._note_zoom_layouts(flows, scan.zoom_layout, scan.zoom_valid)
+        return MediaWork(offset=cols.payload_offset[rows], length=cols.payload_len[rows],
+                         flow=flows, direction=assign.direction[rows],
+                         mode=self._flow_modes(flows), frame=cols.frame[rows],
+                         ts_ns=cols.ts_ns[rows])
+
+    def scan(self, buffer: np.ndarray, work: MediaWork) -> None:
+        """Find and account the RTP and RTCP in `work`'s payloads (offsets into `buffer`)."""
+        g = Gather(buffer)
+        scan = find_media(g, work.offset, work.length, work.mode, work.flow, work.direction,
+                          self._scratch)
+        self._note_zoom_layouts(work.flow, scan.zoom_layout, scan.zoom_valid)
         if scan.rtcp.row.size:
-            scan.rtcp.row = rows[scan.rtcp.row]
-            self._rtcp(batch, scan.rtcp, assign)
+            self._rtcp(buffer, scan.rtcp, work)
         if scan.rtp.row.size:
-            scan.rtp.row = rows[scan.rtp.row]
-            self._rtp(g, cols, scan.rtp)
+            self._rtp(g, work, scan.rtp)
 
     def _flow_modes(self, flow_index: np.ndarray) -> np.ndarray:
         """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN.
@@ -252,10 +307,10 @@ class MediaExtractor:
 
     # ------------------------------------------------------------------ RTCP (sampled)
 
-    def _rtcp(self, batch: PacketBatch, found: RtcpCandidates, assign: FlowAssignment) -> None:
+    def _rtcp(self, buffer: np.ndarray, found: RtcpCandidates, work: MediaWork) -> None:
         """Count RTCP per flow direction; parse the first MAX_RTCP_SAMPLES_PER_FLOW of a flow."""
-        fi = assign.flow_index[found.row]
-        codes, keys = pd.factorize(fi * 2 + assign.direction[found.row])
+        fi = work.flow[found.row]
+        codes, keys = pd.factorize(fi * 2 + work.direction[found.row])
         for key, count in zip(keys.tolist(), np.bincount(codes).tolist(), strict=True):
             pair = (key >> 1, key & 1)
             self.rtcp_packets[pair] = self.rtcp_packets.get(pair, 0) + count
@@ -263,8 +318,8 @@ class MediaExtractor:
             flow = int(fi[i])
             self._rtcp_sampled[flow] = self._rtcp_sampled.get(flow, 0) + 1
             start = int(found.offset[i])
-            data = batch.buffer[start : start + int(found.length[i])].tobytes()
-            self._rtcp_sample(flow, (flow, int(assign.direction[found.row[i]])), data)
+            data = buffer[start : start + int(found.length[i])].tobytes()
+            self._rtcp_sample(flow, (flow, int(work.direction[found.row[i]])), data)
 
     def _rtcp_to_sample(self, fi: np.ndarray) -> np.ndarray:
         """Which of these RTCP packets (of flows `fi`, in capture order) are still sampled."""
@@ -291,7 +346,7 @@ class MediaExtractor:
 
     # ------------------------------------------------------------------ RTP streams
 
-    def _rtp(self, g: Gather, cols: PacketColumns, packets: RtpPackets) -> None:
+    def _rtp(self, g: Gather, cols: MediaWork, packets: RtpPackets) -> None:
         """The RTP packets to their streams' statistics."""
         codes, keys = pd.factorize(packets.stream_key)
         states = self._streams_of(keys, codes, packets.encap)
@@ -327,7 +382,7 @@ class MediaExtractor:
             stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
         return stream
 
-    def _sample_for_ecb(self, g: Gather, cols: PacketColumns, packets: RtpPackets,
+    def _sample_for_ecb(self, g: Gather, cols: MediaWork, packets: RtpPackets,
                         ecb_ids: np.ndarray) -> None:
         """Hand the payloads (after every cleartext header) of sampled streams to the ECB test."""
         take = np.flatnonzero(ecb_ids >= 0)
@@ -346,7 +401,11 @@ class MediaExtractor:
                      np.maximum(length, 0), header_hash)
 
     def ecb_result(self, stream: StreamState) -> EcbResult | None:
-        return self.ecb.result(stream.ecb_id) if stream.ecb_id >= 0 else None
+        if stream.ecb_id < 0:
+            return None
+        if self._merged is not None:
+            return self._merged.ecb.get(_key_of(stream))
+        return self.ecb.result(stream.ecb_id)
 
     @staticmethod
     def _describe(states: list[StreamState], codes: np.ndarray, packets: RtpPackets) -> None:
@@ -421,7 +480,46 @@ class MediaExtractor:
         self._start(held, {})
 
     def statistics(self, stream: StreamState) -> StreamStatistics:
+        if self._merged is not None:
+            return self._merged.statistics[_key_of(stream)]
         return self.stream_set.result(stream.set_id)
+
+    # ------------------------------------------------------------------ media workers
+
+    def part(self) -> MediaPart:
+        """What this extractor found, with each stream's results (call after `finish`): a
+        media worker's answer, for `absorb`."""
+        streams = list(self.streams.values())
+        return MediaPart(
+            streams=streams,
+            statistics=[self.statistics(s) for s in streams],
+            ecb=[self.ecb_result(s) for s in streams],
+            zoom_layouts=self.zoom_layouts, rtcp_packets=self.rtcp_packets,
+            srtcp_packets=self.srtcp_packets,
+        )
+
+    def absorb(self, parts: list[MediaPart]) -> None:
+        """Take over the media workers' findings (each worker had its own flows) as if this
+        extractor had scanned every batch: streams in order of their first packet, and the
+        ECB test kept for the first ECB_MAX_STREAMS of them, as one process samples them."""
+        found = [(s.first_frame, w, i) for w, part in enumerate(parts)
+                 for i, s in enumerate(part.streams)]
+        merged = _MergedResults()
+        self.streams, self._ecb_streams = {}, 0
+        for _, w, i in sorted(found):
+            part, stream = parts[w], parts[w].streams[i]
+            key = _key_of(stream)
+            self.streams[key] = stream
+            merged.statistics[key] = part.statistics[i]
+            stream.ecb_id = -1
+            if self._ecb_streams < ECB_MAX_STREAMS and not stream.fec:
+                stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
+                merged.ecb[key] = part.ecb[i]
+        for part in parts:
+            self.zoom_layouts.update(part.zoom_layouts)
+            self.rtcp_packets.update(part.rtcp_packets)
+            self.srtcp_packets.update(part.srtcp_packets)
+        self._merged = merged
 
     @staticmethod
     def _clock_rate(sdp: SdpMedia | None, packets: dict[str, np.ndarray]
@@ -592,7 +690,7 @@ _UPDATE_FIELDS = {"sequence_number": "sequence_number", "timestamp": "timestamp"
                   "payload_type": "payload_type", "marker": "marker", "rtp_bytes": "length"}
 
 
-def _stream_columns(cols: PacketColumns, packets: RtpPackets, at: np.ndarray | None
+def _stream_columns(cols: MediaWork, packets: RtpPackets, at: np.ndarray | None
                     ) -> dict[str, np.ndarray]:
     """What `StreamSet.update` takes of the packets `at` (None: all of them, not copied)."""
     def pick(column: np.ndarray) -> np.ndarray:

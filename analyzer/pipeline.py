@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -13,12 +14,13 @@ import pandas as pd
 
 from analyzer import FORMAT_VERSION, __version__, findings
 from analyzer.capture.batch import CaptureInfo, PacketBatch
-from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
+from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader, mappable
 from analyzer.facts import CaptureFacts
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
+from analyzer.mediapool import MediaPool
 from analyzer.packets import PacketColumns, decode_batch
 from analyzer.provenance import CaptureHashes
 from analyzer.readahead import ReadAhead
@@ -74,12 +76,19 @@ class Analysis:
 
 def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(),
                     progress: Progress | None = None,
-                    hashes: CaptureHashes | None = None) -> CaptureResult:
+                    hashes: CaptureHashes | None = None,
+                    media_workers: int | None = None) -> CaptureResult:
     """Run the whole pipeline on one capture file; its SHA-256 comes from `hashes` (started
-    here when not given) unless hashing is off."""
+    here when not given) unless hashing is off.
+
+    `media_workers`: processes that share the media path by flow. Default: what `settings.jobs`
+    leaves beyond this process's two threads (the slow path, and reading a batch ahead), so
+    none on two cores, where those threads already keep both busy; 0 when the cores go to
+    other captures.
+    """
     own = CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None else None
     try:
-        result = _run_pipeline(path, settings, progress)
+        result = _run_pipeline(path, settings, progress, media_workers)
         hashes = hashes or own
         if settings.hash_captures and hashes is not None:
             result.sha256 = hashes.digest(Path(path))
@@ -90,8 +99,9 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
 
 
 def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
-                  progress: Progress | None) -> CaptureResult:
+                  progress: Progress | None, media_workers: int | None = None) -> CaptureResult:
     threads = settings.jobs or os.cpu_count() or 1
+    workers = max(threads - 2, 0) if media_workers is None else media_workers
     # with the read-ahead thread, up to two batches are alive besides the one being filled
     reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1)
     flows, capture = FlowTable(), CaptureFacts()
@@ -112,14 +122,27 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             timeline.add(cols, assign)
             yield batch, cols, assign
 
-    stream = ReadAhead(accounted) if threads > 1 else accounted()
-    for batch, cols, assign in stream:
-        inspector.process(batch, cols, assign)
-        media.process(batch, cols, assign)
-        if progress is not None:
-            progress(int(batch.caplen.sum()) + 16 * len(batch))
-    flows.settle()
-    media.finish()
+    # forked before the read-ahead thread starts; only a mapped file can be shared with them
+    pool = MediaPool(Path(path), workers, flows, capture) if workers > 0 and mappable(
+        Path(path)) else None
+    try:
+        stream = ReadAhead(accounted) if threads > 1 else accounted()
+        for batch, cols, assign in stream:
+            inspector.process(batch, cols, assign)
+            if pool is not None:
+                pool.submit(batch, media.select(cols, assign))
+            else:
+                media.process(batch, cols, assign)
+            if progress is not None:
+                progress(int(batch.caplen.sum()) + 16 * len(batch))
+        flows.settle()
+        if pool is not None:
+            pool.finish(media)
+        else:
+            media.finish()
+    finally:
+        if pool is not None:
+            pool.close()
     name = Path(path).name
     tables = build_tables(name, flows, inspector, media, capture)
     tables["timeline"] = timeline.table(name)
@@ -150,7 +173,8 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
     jobs = settings.jobs or os.cpu_count() or 1
     if len(files) > 1 and jobs > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
-            results = list(pool.map(analyze_capture, files, [settings] * len(files)))
+            one = functools.partial(analyze_capture, settings=settings, media_workers=0)
+            results = list(pool.map(one, files))
     else:
         own = CaptureHashes(files) if settings.hash_captures and hashes is None else None
         try:

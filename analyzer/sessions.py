@@ -227,7 +227,7 @@ class SessionRecorder:
             )
             rtcp_port = m.port if m.rtcp_mux else (m.rtcp_port or m.port + 1)
             for port in {m.port, rtcp_port}:
-                capture.sdp_media.setdefault((m.connection_address, port), []).append(entry)
+                capture.add_sdp((m.connection_address, port), entry)
                 capture.learned.setdefault(
                     (m.connection_address, port), (fi, f"SDP m={m.media} line in frame {frame}",
                                                    frame))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analyzer.pipeline import Settings, analyze
+from analyzer.media import ECB_MAX_STREAMS
+from analyzer.pipeline import Settings, analyze, analyze_capture
 from bench.make_capture import Config, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,32 @@ def test_read_ahead_thread_gives_the_same_tables(mixed_capture: Path) -> None:
     """--jobs 2 on one capture reads and decodes on a second thread (three rotating buffers)."""
     for chunk in (65_536, 1 << 20):
         assert_same(tables_of([mixed_capture], chunk, 1), tables_of([mixed_capture], chunk, 2))
+
+
+@pytest.mark.parametrize(("workers", "chunk"), [(1, 65_536), (2, 1 << 20), (3, 4096)])
+def test_media_workers_give_the_same_tables(mixed_capture: Path, workers: int,
+                                            chunk: int) -> None:
+    """One capture spread over processes (the media path split by flow) changes nothing."""
+    settings = Settings(chunk_bytes=chunk, jobs=workers + 2, hash_captures=False)
+    reference = analyze_capture(mixed_capture, Settings(jobs=1, hash_captures=False))
+    spread = analyze_capture(mixed_capture, settings)
+    assert reference.counts == spread.counts
+    assert_same(reference.tables, spread.tables)
+
+
+def test_media_workers_keep_the_first_streams_ecb_sample(mixed_capture: Path) -> None:
+    """The ECB test samples the capture's first streams, whichever worker holds them."""
+    one = analyze_capture(mixed_capture, Settings(jobs=1, hash_captures=False))
+    three = analyze_capture(mixed_capture, Settings(jobs=1, hash_captures=False),
+                            media_workers=3)
+    sampled = one.tables["streams"]["ecb_verdict"].fillna("") != ""
+    assert sampled.sum() == ECB_MAX_STREAMS
+    assert_same(one.tables, three.tables)
+
+
+@pytest.mark.parametrize("name", [n.name for n in SAMPLES])
+def test_media_workers_on_samples(name: str) -> None:
+    path = ROOT / "captures" / name
+    one = analyze_capture(path, Settings(jobs=1, hash_captures=False))
+    assert_same(one.tables, analyze_capture(path, Settings(jobs=1, hash_captures=False),
+                                            media_workers=2).tables)

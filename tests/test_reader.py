@@ -9,9 +9,11 @@ compared with what was written and with tshark's reading of the same file.
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from scapy.layers.l2 import CookedLinuxV2, Ether
 from scapy.packet import Raw
 from scapy.utils import RawPcapWriter
 
+from analyzer.capture import gunzip
 from analyzer.capture import reader as reader_module
 from analyzer.capture.batch import CaptureInfo, PacketBatch
 from analyzer.capture.formats import LT_NOT_A_PACKET
@@ -35,6 +38,7 @@ from analyzer.capture.reader import CaptureReader
 from analyzer.errors import CaptureFormatError, ConfscopeError
 from analyzer.packets import decode_batch
 
+ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 TSHARK = shutil.which("tshark")
 T0 = 1_700_000_000  # seconds
@@ -364,6 +368,40 @@ def test_same_packets_whatever_the_chunk_size_and_compression(tmp_path: Path) ->
             assert read.frames == list(range(1, len(records) + 1))
             assert read.info.damage is None
             assert read.info.compressed == ("gzip" if path.suffix == ".gz" else "")
+
+
+@pytest.mark.parametrize("engine", ["isal", "zlib"])
+def test_gzip_file_is_decompressed_by_a_child_process(tmp_path: Path, engine: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .gz file is decompressed beside the analysis, by ISA-L or by zlib, which read the same
+    packets (concatenated members and zero padding after them included); the child reads the
+    file the reader opened, so /dev/stdin works too."""
+    if engine == "isal":
+        pytest.importorskip("isal")
+    monkeypatch.setenv(gunzip.ENGINE_VARIABLE, engine)
+    pcap, _, records = big_capture(tmp_path)
+    padded = gzipped(pcap, members=4)
+    padded.write_bytes(padded.read_bytes() + bytes(1000))
+    with reader_module.open_capture_stream(padded) as (stream, compressed):
+        assert compressed == "gzip"
+        assert isinstance(stream, io.BufferedReader)
+        assert isinstance(stream.raw, gunzip.GunzipStream)
+    assert read_all(padded, 65_536).records == records
+    with padded.open("rb") as stdin:
+        script = ("import sys; from analyzer.capture.reader import CaptureReader; "
+                  "print(sum(len(b) for b in CaptureReader('/dev/stdin').batches()))")
+        done = subprocess.run([sys.executable, "-c", script], stdin=stdin, check=True,
+                              capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == str(len(records))
+
+
+def test_gzip_garbage_after_a_member_is_damage(tmp_path: Path) -> None:
+    pcap, _, records = big_capture(tmp_path)
+    data = gzipped(pcap).read_bytes() + b"\0\0garbage"
+    for read in read_damaged(tmp_path / "trailing.pcap.gz", data):
+        assert read.records == records
+        assert read.info.damage is not None
+        assert "Not a gzipped file" in read.info.damage.reason
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")

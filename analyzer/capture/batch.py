@@ -23,6 +23,8 @@ class PacketBatch:
     wirelen: np.ndarray  # int64
     linktype: np.ndarray  # int32, LINKTYPE_* of the packet's interface; -1: a frame that is
     # not a packet (a pcapng block Wireshark counts as a frame, e.g. a custom block)
+    file_offset: int = -1  # where `buffer` starts in the capture file when it is a view of
+    # the file's mapping (another process may map the file and see the same bytes), else -1
 
     def __len__(self) -> int:
         return int(self.frame.size)

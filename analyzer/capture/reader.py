@@ -9,7 +9,6 @@ than raised.
 
 from __future__ import annotations
 
-import gzip
 import io
 import mmap
 import os
@@ -31,6 +30,7 @@ from analyzer.capture.formats import (
     WalkResult,
     sniff_format,
 )
+from analyzer.capture.gunzip import DecompressionError, open_gunzip
 from analyzer.errors import CaptureFormatError, ConfscopeError
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
@@ -52,8 +52,13 @@ def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
             raise ConfscopeError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if not compressed:
             yield raw, ""
-            return
-        yield stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")), "gzip"
+        else:  # decompressed beside the analysis, by a child process
+            yield stack.enter_context(open_gunzip(raw)), "gzip"
+
+
+def _why(exc: BaseException) -> str:
+    """A read error in one line (a decompressing child's reason as it gave it)."""
+    return str(exc) if isinstance(exc, DecompressionError) else f"{type(exc).__name__}: {exc}"
 
 
 def _open_file(path: Path) -> io.BufferedReader:
@@ -83,6 +88,22 @@ def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
     return mapped
 
 
+def mappable(path: Path) -> bool:
+    """Whether `CaptureReader` will map this file (a plain, non-empty regular file), so that
+    other processes may map it too and read the bytes of its batches."""
+    try:
+        with path.open("rb") as raw:
+            if raw.read(2) == GZIP_MAGIC:
+                return False
+            mapped = _map_file(raw)
+    except OSError:
+        return False
+    if mapped is None:
+        return False
+    mapped.close()
+    return True
+
+
 def _drop_pages(mapped: mmap.mmap, dropped: int, keep_from: int) -> int:
     """Drop the pages before `keep_from` (page-aligned down) from the process; the new mark."""
     upto = keep_from - keep_from % mmap.PAGESIZE
@@ -104,7 +125,7 @@ def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
         try:
             part = stream.read1(remaining)
         except _READ_ERRORS as exc:
-            return b"".join(parts), f"{type(exc).__name__}: {exc}"
+            return b"".join(parts), _why(exc)
         if not part:
             break
         parts.append(part)
@@ -122,7 +143,7 @@ def read_into(stream: io.BufferedIOBase, target: memoryview) -> tuple[int, str]:
         try:
             got = stream.readinto1(target[done:])
         except _READ_ERRORS as exc:
-            return done, f"{type(exc).__name__}: {exc}"
+            return done, _why(exc)
         if not got:
             break
         done += got
@@ -219,7 +240,9 @@ class CaptureReader:
             end, result = self._walk_span(data, walker, offset)
             self._note_walker(walker)
             if len(result.records.data_offset):
-                yield self._to_batch(data[offset:end], result)
+                batch = self._to_batch(data[offset:end], result)
+                batch.file_offset = offset
+                yield batch
                 handed.append(offset)
                 dropped = _drop_pages(mapped, dropped, handed[0])
             if result.error:
