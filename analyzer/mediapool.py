@@ -168,10 +168,11 @@ def _scan_batches(inbox: multiprocessing.queues.Queue[Message], mapped: mmap.mma
         flows.flows.extend(message.new_flows)
         for endpoint, entry in message.new_sdp:
             capture.add_sdp(endpoint, entry)
-        start = message.file_offset
+        start, end = message.file_offset, message.file_offset + message.size
         media.scan(np.frombuffer(mapped, np.uint8, count=message.size, offset=start),
                    message.work)
-        upto = start - start % mmap.PAGESIZE  # drop the pages of earlier batches (RSS bound)
+        # what is kept was copied: drop the batch's pages from this process (RSS bound)
+        upto = end - end % mmap.PAGESIZE
         if upto > dropped:
             mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
             dropped = upto
