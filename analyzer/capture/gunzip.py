@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import BinaryIO
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 256 * 1024  # compressed bytes read at a time
 PIPE_BYTES = 1 << 20  # a bigger pipe: fewer switches between the two processes
 PIECE_BYTES = 256 * 1024  # decompressed bytes per step
 GZIP_WBITS = 31  # zlib: a gzip member (header and CRC-32/size trailer checked)
