@@ -94,8 +94,9 @@ def _roles(text: str) -> tuple[str, ...]:
 
 def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("captures", nargs="+", type=Path, help="pcap, pcapng or .gz files")
-    command.add_argument("--jobs", type=int, default=0,
-                         help="worker processes (default: all cores)")
+    command.add_argument("--jobs", type=int, default=0, metavar="N",
+                         help="cores to use: a process per capture; on one capture a "
+                              "read-ahead thread and N-2 media workers (default: all cores)")
     command.add_argument("--chunk-mb", type=int, default=64,
                          help="bytes of capture read per batch, MiB (default 64)")
     geo = command.add_argument_group("geolocation")

@@ -57,6 +57,7 @@ class MediaPool:
     def __init__(self, path: Path, workers: int, flows: FlowTable, capture: CaptureFacts) -> None:
         self._flows, self._capture = flows, capture
         self._sent_flows = self._sent_sdp = 0
+        self._finished = False
         context = multiprocessing.get_context("fork")
         self._conns: list[Connection] = []  # the workers' answers
         self._inboxes: list[multiprocessing.queues.Queue[Message]] = []  # their work
@@ -94,6 +95,7 @@ class MediaPool:
         for index in range(len(self._inboxes)):
             self._send(index, None)
         media.absorb([self._receive(conn) for conn in self._conns])
+        self._finished = True
 
     def close(self) -> None:
         """Stop the workers (they have finished, or the analysis failed)."""
@@ -103,10 +105,11 @@ class MediaPool:
         for conn in self._conns:
             conn.close()
         for proc in self._procs:
-            proc.join(JOIN_SECONDS)
-            if proc.is_alive():
+            if self._finished:  # they are exiting
+                proc.join(JOIN_SECONDS)
+            if proc.is_alive():  # waiting for batches that will not come
                 proc.kill()
-                proc.join()
+            proc.join()
 
     def _send(self, index: int, message: Message) -> None:
         """Queue `message` for worker `index`, waiting while its queue is full (and the worker

@@ -51,3 +51,18 @@ def test_gzip_input_stays_in_one_process(tmp_path: Path) -> None:
     plain = analyze_capture(SAMPLE, ONE)
     assert analyze_capture(packed, ONE, media_workers=2).tables["streams"].equals(
         plain.tables["streams"].assign(capture=packed.name))
+
+
+def test_workers_are_stopped_at_once_when_the_parent_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in the parent (here in the slow path) ends the workers, which were waiting for
+    batches that will not come."""
+    from analyzer.inspector import Inspector
+
+    def broken(self: Inspector, *_: object) -> None:
+        raise RuntimeError("slow path exploded")
+
+    monkeypatch.setattr(Inspector, "process", broken)
+    with pytest.raises(RuntimeError, match="slow path exploded"):
+        analyze_capture(SAMPLE, ONE, media_workers=2)
+    assert multiprocessing.active_children() == []
