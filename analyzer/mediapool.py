@@ -55,7 +55,7 @@ class MediaPool:
     """`workers` processes, forked now (before any thread starts), that scan a mapped capture."""
 
     def __init__(self, path: Path, workers: int, flows: FlowTable, capture: CaptureFacts) -> None:
-        self._flows, self._capture = flows, capture
+        self._path, self._flows, self._capture = path, flows, capture
         self._sent_flows = self._sent_sdp = 0
         self._finished = False
         context = multiprocessing.get_context("fork")
@@ -78,8 +78,8 @@ class MediaPool:
     def submit(self, batch: PacketBatch, work: MediaWork) -> None:
         """Hand each worker its flows' payloads of `batch` (a view of the file's mapping)."""
         if batch.file_offset < 0:
-            raise ConfscopeError(f"{batch.file_offset}: the capture could not be mapped for the "
-                                 "media workers (was it replaced while being read?)")
+            raise ConfscopeError(f"{self._path}: the capture could not be mapped for the media "
+                                 "workers (was it replaced while being read?)")
         new_flows = self._flows.flows[self._sent_flows:]
         new_sdp = self._capture.sdp_log[self._sent_sdp:]
         self._sent_flows += len(new_flows)
