@@ -27,6 +27,7 @@ from typing import NoReturn
 import numpy as np
 
 from analyzer.capture.batch import PacketBatch
+from analyzer.capture.reader import drop_pages
 from analyzer.errors import ConfscopeError
 from analyzer.facts import CaptureFacts, Endpoint, SdpMedia
 from analyzer.flows import Flow, FlowTable
@@ -175,7 +176,4 @@ def _scan_batches(inbox: multiprocessing.queues.Queue[Message], mapped: mmap.mma
         media.scan(np.frombuffer(mapped, np.uint8, count=message.size, offset=start),
                    message.work)
         # what is kept was copied: drop the batch's pages from this process (RSS bound)
-        upto = end - end % mmap.PAGESIZE
-        if upto > dropped:
-            mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
-            dropped = upto
+        dropped = drop_pages(mapped, dropped, end)

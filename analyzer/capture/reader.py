@@ -13,7 +13,6 @@ import io
 import mmap
 import os
 import stat
-import zlib
 from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -37,7 +36,6 @@ DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 CARRY_ROOM = MAX_BLOCK + 65_536  # room for the largest record left unfinished by a chunk
 MIN_CHUNK_BYTES = 4096
 GZIP_MAGIC = b"\x1f\x8b"
-_READ_ERRORS = (EOFError, zlib.error, OSError)  # gzip.BadGzipFile is an OSError
 
 
 @contextmanager
@@ -104,7 +102,7 @@ def mappable(path: Path) -> bool:
     return True
 
 
-def _drop_pages(mapped: mmap.mmap, dropped: int, keep_from: int) -> int:
+def drop_pages(mapped: mmap.mmap, dropped: int, keep_from: int) -> int:
     """Drop the pages before `keep_from` (page-aligned down) from the process; the new mark."""
     upto = keep_from - keep_from % mmap.PAGESIZE
     if upto > dropped and hasattr(mapped, "madvise"):
@@ -124,7 +122,7 @@ def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
     while remaining > 0:
         try:
             part = stream.read1(remaining)
-        except _READ_ERRORS as exc:
+        except OSError as exc:  # the gunzip child's DecompressionError among them
             return b"".join(parts), _why(exc)
         if not part:
             break
@@ -142,7 +140,7 @@ def read_into(stream: io.BufferedIOBase, target: memoryview) -> tuple[int, str]:
     while done < len(target):
         try:
             got = stream.readinto1(target[done:])
-        except _READ_ERRORS as exc:
+        except OSError as exc:  # the gunzip child's DecompressionError among them
             return done, _why(exc)
         if not got:
             break
@@ -244,7 +242,7 @@ class CaptureReader:
                 batch.file_offset = offset
                 yield batch
                 handed.append(offset)
-                dropped = _drop_pages(mapped, dropped, handed[0])
+                dropped = drop_pages(mapped, dropped, handed[0])
             if result.error:
                 self._damage(offset + result.stop, result.error)
                 return
