@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from analyzer.provenance import CaptureHashes
 
 EXIT_OK, EXIT_ERROR = 0, 2
+# numpy's OpenBLAS would start a thread per core that spins after each (small) BLAS call, taking
+# cores from the pipeline's own threads and processes: one BLAS thread is plenty for our sizes.
+# Set before numpy is first imported (the heavy imports come after argument parsing).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 PROGRESS_MIN_BYTES = 50 * 1024 * 1024
 
 

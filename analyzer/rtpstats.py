@@ -300,7 +300,10 @@ class _TsharkMean:
         )
         log_scale = np.cumsum(growth)
         weights = np.exp(log_scale[-1] - log_scale)
-        self.scaled = self.scaled * float(np.exp(log_scale[-1])) + float(values @ weights)
+        # (a product and a sum, not `values @ weights`: the BLAS dot product wakes OpenBLAS's
+        # threads, which then spin for a while on the cores the pipeline needs)
+        self.scaled = (self.scaled * float(np.exp(log_scale[-1]))
+                       + float((values * weights).sum()))
         self.last_index = int(indices[-1])
         self.count += values.size
         self.maximum = max(self.maximum, float(values.max()))
