@@ -328,6 +328,12 @@ class _HintRule:
 
     service: str
     matches: Callable[[StunMessage], str | None]  # evidence phrase, or None
+    needs: int | None = None  # the attribute type without which it cannot match
+
+
+def _attribute_rule(service: str, attr_type: int, name: str, vendor: str,
+                    value: bytes | None = None) -> _HintRule:
+    return _HintRule(service, _attribute(attr_type, name, vendor, value), attr_type)
 
 
 def _message_type(types: frozenset[int], label: str) -> Callable[[StunMessage], str | None]:
@@ -373,23 +379,23 @@ _WHATSAPP_TYPES = frozenset({0x0800, 0x0801, 0x0802, 0x0804, 0x0805})
 # number. No STUN-level marker is known for Discord, FaceTime or Webex.
 _HINT_RULES: tuple[_HintRule, ...] = (
     _HintRule("whatsapp", _message_type(_WHATSAPP_TYPES, "WhatsApp")),  # [nDPI]
-    _HintRule("zoom", _attribute(0x0101, "", "Zoom")),  # [nDPI]
-    _HintRule("zoom", _attribute(0x0103, "", "Zoom")),  # [nDPI]
-    *(_HintRule("whatsapp", _attribute(a, "", "WhatsApp"))  # [nDPI]
+    _attribute_rule("zoom", 0x0101, "", "Zoom"),  # [nDPI]
+    _attribute_rule("zoom", 0x0103, "", "Zoom"),  # [nDPI]
+    *(_attribute_rule("whatsapp", a, "", "WhatsApp")  # [nDPI]
       for a in (0x4000, 0x4001, 0x4002, 0x4003, 0x4004, 0x4007)),
-    _HintRule("teams", _attribute(Attr.MS_MAGIC_COOKIE, "MS-TURN MAGIC-COOKIE", "Microsoft",
-                                  MS_TURN_MAGIC_COOKIE.to_bytes(4, "big"))),  # [MS]
-    _HintRule("teams", _attribute(0x8008, "MS-VERSION", "Microsoft")),  # [MS][WS]
-    _HintRule("teams", _attribute(0x8037, "MS-APP-ID", "Microsoft")),  # [WS]
-    _HintRule("teams", _attribute(0x8050, "MS-SEQUENCE-NUMBER", "Microsoft")),  # [WS]
-    _HintRule("teams", _attribute(0x8054, "MS-CANDIDATE-IDENTIFIER", "Microsoft")),  # [nDPI]
-    _HintRule("teams", _attribute(0x8055, "MS-SERVICE-QUALITY", "Microsoft")),  # [nDPI]
-    _HintRule("teams", _attribute(0x8070, "MS-IMPLEMENTATION-VERSION", "Microsoft")),  # [nDPI]
-    _HintRule("teams", _attribute(0x8095, "MS-MULTIPLEXED-TURN-SESSION-ID",
-                                  "Microsoft")),  # [nDPI][WS]
-    *(_HintRule("teams", _attribute(a, "undocumented", "Microsoft Teams/Skype"))  # [nDPI]
+    _attribute_rule("teams", Attr.MS_MAGIC_COOKIE, "MS-TURN MAGIC-COOKIE", "Microsoft",
+                    MS_TURN_MAGIC_COOKIE.to_bytes(4, "big")),  # [MS]
+    _attribute_rule("teams", 0x8008, "MS-VERSION", "Microsoft"),  # [MS][WS]
+    _attribute_rule("teams", 0x8037, "MS-APP-ID", "Microsoft"),  # [WS]
+    _attribute_rule("teams", 0x8050, "MS-SEQUENCE-NUMBER", "Microsoft"),  # [WS]
+    _attribute_rule("teams", 0x8054, "MS-CANDIDATE-IDENTIFIER", "Microsoft"),  # [nDPI]
+    _attribute_rule("teams", 0x8055, "MS-SERVICE-QUALITY", "Microsoft"),  # [nDPI]
+    _attribute_rule("teams", 0x8070, "MS-IMPLEMENTATION-VERSION", "Microsoft"),  # [nDPI]
+    _attribute_rule("teams", 0x8095, "MS-MULTIPLEXED-TURN-SESSION-ID",
+                    "Microsoft"),  # [nDPI][WS]
+    *(_attribute_rule("teams", a, "undocumented", "Microsoft Teams/Skype")  # [nDPI]
       for a in (0x8006, 0x24DF, 0x3802, 0x8036, 0x0800)),
-    _HintRule("google-meet", _attribute(0xFF03, "", "Google")),  # [nDPI]
+    _attribute_rule("google-meet", 0xFF03, "", "Google"),  # [nDPI]
     _HintRule("signal", _contains("realm", "signal.org", "Signal")),  # [nDPI]
     _HintRule("signal", _contains("realm", "whispersystems.org", "Signal")),  # [nDPI]
     _HintRule("messenger", _contains("realm", "facebook", "Meta Messenger")),  # [nDPI]
@@ -401,7 +407,10 @@ _HINT_RULES: tuple[_HintRule, ...] = (
 
 def service_hint(msg: StunMessage) -> ServiceHint | None:
     """The first rule of `_HINT_RULES` this message matches, as (service, evidence)."""
+    present = {attribute.type for attribute in msg.attributes}
     for rule in _HINT_RULES:
+        if rule.needs is not None and rule.needs not in present:
+            continue  # (most rules look for one attribute: most messages lack it)
         evidence = rule.matches(msg)
         if evidence is not None:
             return ServiceHint(rule.service, evidence)
