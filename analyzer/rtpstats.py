@@ -802,7 +802,9 @@ def _native_columns(
     )
 
 
-def _totals_from_state(row: np.void) -> _Totals:
+def _totals_from_state(state: np.void) -> _Totals:
+    row = dict(zip(state.dtype.names or (), state.item(), strict=True))  # (one conversion)
+
     def running(name: str) -> Extremes:
         if not int(row[f"{name}_count"]):
             return (None, None, None)
