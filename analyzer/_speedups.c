@@ -1271,6 +1271,15 @@ static void decode_headers_batch(const HeaderBatch *hb)
     }
 }
 
+/* The argument count check of the fastcall kernels (-1 with TypeError when it is wrong). */
+static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments (%zd given)", name, expected, nargs);
+    return -1;
+}
+
 /* Takes `count` buffers described by `specs`, all of `n` items (n = the first's when < 0). */
 static int take_all(Buffers *bufs, PyObject *const *objs, const ColumnSpec *specs, int count,
                     int writable, Py_ssize_t *n, void **out)
@@ -1304,11 +1313,8 @@ PyDoc_STRVAR(decode_headers_doc,
 static PyObject *decode_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { N_ARGS = 1 + N_HEADER_INPUTS + N_HEADER_COLUMNS };
-    if (nargs != N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "decode_headers takes %d arguments (%zd given)", N_ARGS,
-                     nargs);
+    if (check_nargs("decode_headers", nargs, N_ARGS) < 0)
         return NULL;
-    }
     Buffers bufs = {.held = 0};
     void *in[N_HEADER_INPUTS];
     HeaderBatch hb = {.n_packets = -1};
@@ -1655,11 +1661,8 @@ PyDoc_STRVAR(zoom_classify_doc,
 static PyObject *zoom_classify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { N_ARGS = 2 + N_ZOOM_INPUTS + N_ZOOM_COLUMNS };
-    if (nargs != N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "zoom_classify takes %d arguments (%zd given)", N_ARGS,
-                     nargs);
+    if (check_nargs("zoom_classify", nargs, N_ARGS) < 0)
         return NULL;
-    }
     Buffers bufs = {.held = 0};
     void *in[N_ZOOM_INPUTS];
     ZoomBatch zb = {.n_rows = -1, .width = PyLong_AsSsize_t(args[1])};
@@ -1713,10 +1716,8 @@ PyDoc_STRVAR(gather_be_doc,
 
 static PyObject *gather_be(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "gather_be takes 4 arguments (%zd given)", nargs);
+    if (check_nargs("gather_be", nargs, 4) < 0)
         return NULL;
-    }
     long width = PyLong_AsLong(args[2]);
     if (width == -1 && PyErr_Occurred())
         return NULL;
@@ -2110,10 +2111,8 @@ PyDoc_STRVAR(find_media_doc,
 static PyObject *find_media(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { N_ARGS = 1 + N_MS_INPUTS + N_MP_COLUMNS + N_MR_COLUMNS + N_MZ_COLUMNS };
-    if (nargs != N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "find_media takes %d arguments (%zd given)", N_ARGS, nargs);
+    if (check_nargs("find_media", nargs, N_ARGS) < 0)
         return NULL;
-    }
     Buffers bufs = {.held = 0};
     void *in[N_MS_INPUTS];
     MediaScan ms = {.n_rows = -1};
@@ -2266,10 +2265,8 @@ PyDoc_STRVAR(flow_keys_doc,
 
 static PyObject *flow_keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10) {
-        PyErr_Format(PyExc_TypeError, "flow_keys takes 10 arguments (%zd given)", nargs);
+    if (check_nargs("flow_keys", nargs, 10) < 0)
         return NULL;
-    }
     static const char *names[] = {"rows", "src_hi", "src_lo", "sport", "dst_hi", "dst_lo",
                                   "dport", "proto", "key", "src_is_a"};
     static const Py_ssize_t sizes[] = {8, 8, 8, 4, 8, 8, 4, 1, 8, 1};

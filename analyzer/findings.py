@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -318,8 +319,18 @@ def coverage(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
 
 
+class _Columns:
+    """Parallel arrays (the fields of a slotted dataclass), cut down by a row mask."""
+
+    __slots__ = ()
+
+    def subset(self, mask: np.ndarray) -> Self:
+        names: tuple[str, ...] = self.__slots__  # the subclass's fields
+        return type(self)(*(getattr(self, name)[mask] for name in names))
+
+
 @dataclass(frozen=True, slots=True)
-class _FlowColumns:
+class _FlowColumns(_Columns):
     """What coverage reads of the flows, as arrays (pandas costs more per small step)."""
 
     flow_id: np.ndarray
@@ -336,12 +347,9 @@ class _FlowColumns:
             (flows["packets_c2s"] + flows["packets_s2c"]).to_numpy(),
             (flows["bytes_c2s"] + flows["bytes_s2c"]).to_numpy())
 
-    def subset(self, mask: np.ndarray) -> _FlowColumns:
-        return _FlowColumns(*(getattr(self, name)[mask] for name in self.__slots__))
-
 
 @dataclass(frozen=True, slots=True)
-class _StreamColumns:
+class _StreamColumns(_Columns):
     flow_id: np.ndarray
     encryption: np.ndarray
     protection: np.ndarray
@@ -352,9 +360,6 @@ class _StreamColumns:
         return _StreamColumns(
             streams["flow_id"].to_numpy(), streams["encryption"].to_numpy(dtype=object),
             streams["protection"].to_numpy(dtype=object), streams["duration_s"].to_numpy())
-
-    def subset(self, mask: np.ndarray) -> _StreamColumns:
-        return _StreamColumns(*(getattr(self, name)[mask] for name in self.__slots__))
 
 
 def _total(values: np.ndarray) -> object:
