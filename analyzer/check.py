@@ -67,25 +67,32 @@ def _countries(geo_sources: str) -> list[str]:
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
-    from analyzer.cli import _check_inputs
+    """Exit status 0 when the claim holds, 1 when a server breaks it: the verdict, even when
+    the reader of the text leaves early (`| head`)."""
+    from analyzer.cli import _check_inputs, discard_stdout, stdout_reader_gone
 
     _check_inputs(args.captures, None)
     analysis = analyze(args.captures, settings)
     broken, unverified = judge(analysis.servers, args.allow_country, args.deny_country,
                                args.roles)
     claim = claim_text(args.allow_country, args.deny_country)
-    status = EXIT_BROKEN if broken else EXIT_HOLDS
-    if args.json:
-        print(json.dumps({
-            "claim": claim, "holds": not broken, "roles": list(args.roles),
-            "breaking_servers": [asdict(v) for v in broken],
-            "unverified_servers": [asdict(v) for v in unverified],
-            "geoip_databases": analysis.summary["geoip_databases"],
-            "vantage": analysis.summary["vantage"],
-        }, indent=2))
-    else:
-        _print_text(claim, broken, unverified, analysis.summary)
-    return status
+    try:
+        if args.json:
+            print(json.dumps({
+                "claim": claim, "holds": not broken, "roles": list(args.roles),
+                "breaking_servers": [asdict(v) for v in broken],
+                "unverified_servers": [asdict(v) for v in unverified],
+                "geoip_databases": analysis.summary["geoip_databases"],
+                "vantage": analysis.summary["vantage"],
+            }, indent=2))
+        else:
+            _print_text(claim, broken, unverified, analysis.summary)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        discard_stdout()
+    return EXIT_BROKEN if broken else EXIT_HOLDS
 
 
 def _print_text(claim: str, broken: list[ServerVerdict], unverified: list[ServerVerdict],

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import gc
 import os
+import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from analyzer.provenance import CaptureHashes
 
 EXIT_OK, EXIT_ERROR = 0, 2
+EXIT_PIPE_CLOSED = 128 + 13  # as a shell reports a tool killed by SIGPIPE (`seq 9999 | head`)
 # numpy's OpenBLAS would start a thread per core that spins after each (small) BLAS call, taking
 # cores from the pipeline's own threads and processes: one BLAS thread is plenty for our sizes.
 # Set before numpy is first imported (the heavy imports come after argument parsing).
@@ -136,10 +138,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("confscope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as exc:
+        if not stdout_reader_gone():  # another pipe (a child process's): a real error
+            print(f"confscope: error: {exc.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+        discard_stdout()
+        return EXIT_PIPE_CLOSED
     except OSError as exc:
         print(f"confscope: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), stdout closed or replaced
+        return False
+
+
+def discard_stdout() -> None:
+    """Stdout's reader closed the pipe: what is still buffered for it goes nowhere, quietly
+    (every output file was written before the terminal summary)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _check_inputs(paths: list[Path], output: Path | None) -> None:

@@ -26,8 +26,16 @@ def progress_bar(total_bytes: int) -> Iterator[Callable[[int], None]]:
         yield lambda done: progress.advance(task, done)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of our output went away (`| head`): let the command line end as other
+        tools do (rich's default exits with status 1, which `check` uses for a broken claim)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def print_summary(analysis: Analysis, outdir: Path) -> None:
-    console = Console()
+    console = _Console()
     flows, streams = analysis.flows, analysis.streams
     counts = analysis.summary["counts"]
     assert isinstance(counts, dict)

@@ -142,3 +142,30 @@ def test_unreadable_file(tmp_path: Path, capture: Path) -> None:
         pytest.skip("root can read anything")
     capture.chmod(0)
     assert_one_line_error(run("analyze", capture, "-o", tmp_path / "out"), "not readable")
+
+
+def run_into_closed_pipe(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The command with stdout a pipe whose reader has already gone (as `| head` leaves it)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "analyzer.cli", *map(str, args)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_ends_quietly_as_sigpipe_would(tmp_path: Path, capture: Path) -> None:
+    """`confscope analyze ... | head`: the tables are written, no message, and the status a
+    shell shows for a tool ended by SIGPIPE (not 1, which `check` uses for a broken claim)."""
+    result = run_into_closed_pipe("analyze", capture, "-o", tmp_path / "out", "--no-report")
+    assert (result.returncode, result.stderr) == (141, "")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["counts"]["streams"] == 1
+
+
+def test_check_keeps_its_verdict_status_when_stdout_is_closed() -> None:
+    sample = Path(__file__).resolve().parents[1] / "captures" / "citizenlab_ecb.pcap"
+    broken = run_into_closed_pipe("check", sample, "--allow-country", "US,CA")
+    holds = run_into_closed_pipe("check", sample, "--allow-country", "US,CA,CN")
+    assert (broken.returncode, broken.stderr) == (1, "")
+    assert (holds.returncode, holds.stderr) == (0, "")
