@@ -18,7 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 /* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
  * build of another version (a stale in-place build after an edit). */
-#define API_VERSION 4
+#define API_VERSION 5
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -804,7 +804,7 @@ static int64_t largest(int64_t a, int64_t b)
 /* One PacketColumns row (the fields decoded from the bytes). */
 typedef struct {
     uint64_t src_hi, src_lo, dst_hi, dst_lo;
-    int64_t l4_offset, payload_offset, payload_len;
+    int64_t l3_offset, l4_offset, payload_offset, payload_len;
     int32_t sport, dport;
     uint32_t tcp_seq;
     uint8_t ip_version, ip_proto, fragment, later_fragment, tunnel, tcp_flags, payload_truncated;
@@ -968,6 +968,7 @@ static int64_t ipv4(const Bytes *b, const Layer *layer, Headers *h)
     h->fragment = (flags_fragment & IPV4_MF) != 0 || offset != 0;
     h->later_fragment = offset != 0;
     h->ip_proto = (uint8_t)byte_at(b, base + IPV4_PROTOCOL_AT);
+    h->l3_offset = base;
     h->src_lo = be32_at(b, base + IPV4_SRC_AT) | IPV4_MAPPED;
     h->dst_lo = be32_at(b, base + IPV4_DST_AT) | IPV4_MAPPED;
     h->l4_offset = base + ihl;
@@ -1020,6 +1021,7 @@ static int64_t ipv6(const Bytes *b, const Layer *layer, Headers *h)
 {
     int64_t base = layer->link.l3, length = be16_at(b, base + IPV6_PAYLOAD_LENGTH_AT);
     uint32_t next_header = byte_at(b, base + IPV6_NEXT_HEADER_AT);
+    h->l3_offset = base;
     h->src_hi = be64_at(b, base + IPV6_SRC_AT);
     h->src_lo = be64_at(b, base + IPV6_SRC_AT + 8);
     h->dst_hi = be64_at(b, base + IPV6_DST_AT);
@@ -1189,8 +1191,8 @@ static void decode_packet(const Bytes *b, const Frame *f, Headers *h)
 enum { IN_DATA_OFFSET, IN_CAPLEN, IN_WIRELEN, IN_LINKTYPE, N_HEADER_INPUTS };
 enum {
     HC_IP_VERSION, HC_SRC_HI, HC_SRC_LO, HC_DST_HI, HC_DST_LO, HC_IP_PROTO, HC_FRAGMENT,
-    HC_LATER_FRAGMENT, HC_TUNNEL, HC_SPORT, HC_DPORT, HC_TCP_FLAGS, HC_TCP_SEQ, HC_L4_OFFSET,
-    HC_PAYLOAD_OFFSET, HC_PAYLOAD_LEN, HC_PAYLOAD_TRUNCATED, N_HEADER_COLUMNS
+    HC_LATER_FRAGMENT, HC_TUNNEL, HC_SPORT, HC_DPORT, HC_TCP_FLAGS, HC_TCP_SEQ, HC_L3_OFFSET,
+    HC_L4_OFFSET, HC_PAYLOAD_OFFSET, HC_PAYLOAD_LEN, HC_PAYLOAD_TRUNCATED, N_HEADER_COLUMNS
 };
 
 typedef struct {
@@ -1209,7 +1211,7 @@ static const ColumnSpec HEADER_COLUMNS[N_HEADER_COLUMNS] = {
     {"dst_hi", KIND_INT, 8}, {"dst_lo", KIND_INT, 8}, {"ip_proto", KIND_INT, 1},
     {"fragment", KIND_BOOL, 1}, {"later_fragment", KIND_BOOL, 1}, {"tunnel", KIND_INT, 1},
     {"sport", KIND_INT, 4}, {"dport", KIND_INT, 4}, {"tcp_flags", KIND_INT, 1},
-    {"tcp_seq", KIND_INT, 4}, {"l4_offset", KIND_INT, 8}, {"payload_offset", KIND_INT, 8},
+    {"tcp_seq", KIND_INT, 4}, {"l3_offset", KIND_INT, 8}, {"l4_offset", KIND_INT, 8}, {"payload_offset", KIND_INT, 8},
     {"payload_len", KIND_INT, 8}, {"payload_truncated", KIND_BOOL, 1},
 };
 
@@ -1238,6 +1240,7 @@ static void store_headers(const HeaderBatch *hb, Py_ssize_t i, const Headers *h)
     COLUMN(hb, HC_DPORT, int32_t)[i] = h->dport;
     COLUMN(hb, HC_TCP_FLAGS, uint8_t)[i] = h->tcp_flags;
     COLUMN(hb, HC_TCP_SEQ, uint32_t)[i] = h->tcp_seq;
+    COLUMN(hb, HC_L3_OFFSET, int64_t)[i] = h->l3_offset;
     COLUMN(hb, HC_L4_OFFSET, int64_t)[i] = h->l4_offset;
     COLUMN(hb, HC_PAYLOAD_OFFSET, int64_t)[i] = h->payload_offset;
     COLUMN(hb, HC_PAYLOAD_LEN, int64_t)[i] = h->payload_len;
@@ -1307,8 +1310,8 @@ PyDoc_STRVAR(decode_headers_doc,
 "a batch. buffer: the batch's bytes; data_offset, caplen, wirelen: int64; linktype: int32.\n"
 "outputs: one preallocated array per decoded PacketColumns field, in HEADER_COLUMNS order\n"
 "(ip_version u1, src_hi, src_lo, dst_hi, dst_lo u8, ip_proto u1, fragment, later_fragment\n"
-"bool, tunnel u1, sport, dport i4, tcp_flags u1, tcp_seq u4, l4_offset, payload_offset,\n"
-"payload_len i8, payload_truncated bool), each with one item per packet; all are written.");
+"bool, tunnel u1, sport, dport i4, tcp_flags u1, tcp_seq u4, l3_offset, l4_offset,\n"
+"payload_offset, payload_len i8, payload_truncated bool), each with one item per packet; all are written.");
 
 static PyObject *decode_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {

@@ -9,6 +9,7 @@ flow) and `CaptureFacts` (links between flows: DNS names, SDP media endpoints, l
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from analyzer.capture.batch import PacketBatch
 from analyzer.decode import dtls, quic, sip, stun, tls, zrtp
 from analyzer.decode.demux import Demux, classify_many
+from analyzer.defrag import Defragmenter, parse_fragment
 from analyzer.errors import DecodeError
 from analyzer.facts import SIGNATURE, CaptureFacts, FlowFacts, HandshakeFacts, StunFacts
 from analyzer.flows import FlowAssignment, FlowTable
@@ -34,6 +36,11 @@ SIP_PREFIXES = np.array([int.from_bytes(w, "big") for w in (
     b"INVI", b"ACK ", b"BYE ", b"CANC", b"OPTI", b"REGI", b"PRAC", b"SUBS", b"NOTI", b"PUBL",
     b"INFO", b"REFE", b"MESS", b"UPDA", b"SIP/")], dtype=np.uint32)
 TCP_SYN, TCP_ACK = 0x02, 0x10
+# The slow path's handler of a packet (0: none)
+KIND_STUN, KIND_DTLS, KIND_ZRTP, KIND_QUIC, KIND_SIP, KIND_DNS, KIND_TCP = range(1, 8)
+KIND_UDP_FRAGMENT = 8
+UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, length; a checksum
+UDP_HEADER = 8
 
 Handler = Callable[[int, int, int, float, bytes], None]
 
@@ -47,27 +54,33 @@ class Inspector:
         self._tcp_done = np.zeros(0, dtype=bool)  # per flow * 2 + direction
         self._quic_seen: dict[int, int] = {}
         self._quic = quic.QuicInitialAssembler()
+        self.defrag = Defragmenter()
+        self._handlers: dict[int, Handler] = {
+            KIND_STUN: self._udp_stun, KIND_DTLS: self._udp_dtls, KIND_ZRTP: self._udp_zrtp,
+            KIND_QUIC: self._udp_quic, KIND_SIP: self._udp_sip, KIND_DNS: self._udp_dns,
+        }
 
     # ------------------------------------------------------------------ selection (vectorized)
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
         self._grow()
         rows, kinds = self._select(batch, cols, assign)
-        handlers: dict[int, Handler] = {
-            1: self._udp_stun, 2: self._udp_dtls, 3: self._udp_zrtp, 4: self._udp_quic,
-            5: self._udp_sip, 6: self._udp_dns,
-        }
         buf = batch.buffer
         for row, kind in zip(rows.tolist(), kinds.tolist(), strict=True):
-            start = int(cols.payload_offset[row])
-            data = buf[start : start + int(cols.payload_len[row])].tobytes()
             fi, d = int(assign.flow_index[row]), int(assign.direction[row])
             frame, ts = int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9
-            if kind == 7:
+            if kind == KIND_UDP_FRAGMENT:
+                end = int(batch.data_offset[row] + batch.caplen[row])
+                self._udp_fragment(row, cols, buf[int(cols.l3_offset[row]) : end].tobytes(),
+                                   (fi, d) if fi >= 0 else None, frame, ts)
+                continue
+            start = int(cols.payload_offset[row])
+            data = buf[start : start + int(cols.payload_len[row])].tobytes()
+            if kind == KIND_TCP:
                 self._tcp_segment(fi, d, frame, ts, data, int(cols.tcp_flags[row]),
                                   int(cols.tcp_seq[row]))
             else:
-                handlers[kind](fi, d, frame, ts, data)
+                self._handlers[kind](fi, d, frame, ts, data)
 
     def _grow(self) -> None:
         missing = len(self.flows.flows) - len(self.facts)
@@ -81,14 +94,16 @@ class Inspector:
         self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
     ) -> tuple[np.ndarray, np.ndarray]:
         fi, plen = assign.flow_index, cols.payload_len
-        udp = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (plen > 0))
-        udp_kind = _udp_kinds(Gather(batch.buffer), cols, udp)
+        is_udp = cols.ip_proto == PROTO_UDP
+        udp = np.flatnonzero(is_udp & (fi >= 0) & (plen > 0))
         kind = np.zeros(len(fi), dtype=np.int8)
-        kind[udp] = udp_kind
+        kind[udp] = _udp_kinds(Gather(batch.buffer), cols.payload_offset[udp], plen[udp],
+                               cols.sport[udp], cols.dport[udp])
         tcp = (cols.ip_proto == PROTO_TCP) & (fi >= 0)
         slot = np.where(tcp, fi * 2 + assign.direction, 0)
         wanted = tcp & ((plen > 0) | ((cols.tcp_flags & TCP_SYN) != 0))
-        kind[wanted & ~self._tcp_done[slot]] = 7
+        kind[wanted & ~self._tcp_done[slot]] = KIND_TCP
+        kind[is_udp & cols.fragment] = KIND_UDP_FRAGMENT  # read once reassembled
         rows = np.flatnonzero(kind)
         return rows, kind[rows]
 
@@ -105,6 +120,27 @@ class Inspector:
         return facts.stun
 
     # ------------------------------------------------------------------ UDP handlers
+
+    def _udp_fragment(self, row: int, cols: PacketColumns, packet: bytes,
+                      flow: tuple[int, int] | None, frame: int, ts: float) -> None:
+        """A fragment of a UDP datagram (`packet`: from its IP header): the datagram goes to its
+        handler in the frame that completes it, as Wireshark dissects it."""
+        fragment = parse_fragment(packet, int(cols.ip_version[row]))
+        if fragment is None:
+            return
+        source = (int(cols.ip_version[row]), int(cols.src_hi[row]), int(cols.src_lo[row]),
+                  int(cols.dst_hi[row]), int(cols.dst_lo[row]))
+        datagram = self.defrag.add(source, fragment, frame, ts, flow)
+        if datagram is None or datagram.protocol != PROTO_UDP:
+            return
+        if len(datagram.payload) < UDP_HEADER:
+            return
+        sport, dport, length = UDP_PORTS_LENGTH.unpack_from(datagram.payload)
+        data = datagram.payload[UDP_HEADER : max(length, UDP_HEADER)]
+        kind = int(_udp_kinds(Gather(np.frombuffer(data, np.uint8)), np.zeros(1, np.int64),
+                              np.array([len(data)]), np.array([sport]), np.array([dport]))[0])
+        if kind and data:
+            self._handlers[kind](datagram.flow_index, datagram.direction, frame, ts, data)
 
     def _udp_stun(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
         stun_facts = self._stun_facts(fi)
@@ -236,23 +272,24 @@ class Inspector:
             self._tcp_done[fi * 2 + d] = True
 
 
-def _udp_kinds(g: Gather, cols: PacketColumns, rows: np.ndarray) -> np.ndarray:
-    """The slow-path kind of each UDP packet with a payload (0: none). The first match wins:
-    ports that name a protocol, then first bytes; later assignments below take precedence."""
-    at, plen = cols.payload_offset[rows], cols.payload_len[rows]
-    ports = (cols.sport[rows], cols.dport[rows])
+def _udp_kinds(g: Gather, at: np.ndarray, plen: np.ndarray, sport: np.ndarray,
+               dport: np.ndarray) -> np.ndarray:
+    """The slow-path kind of each UDP payload (at `at`, `plen` bytes long; 0: none). The first
+    match wins: ports that name a protocol, then first bytes; later assignments below take
+    precedence."""
+    ports = (sport, dport)
     first = g.u8(at)
     demux = classify_many(first)
     sip_like = _sip_like(g, at, plen, first)
-    kind = np.zeros(rows.size, dtype=np.int8)
-    kind[sip_like] = 5
-    kind[(first >= 0xC0) & (plen >= QUIC_MIN_INITIAL)] = 4
-    kind[(demux == Demux.ZRTP) & (plen >= 8)] = 3
+    kind = np.zeros(plen.size, dtype=np.int8)
+    kind[sip_like] = KIND_SIP
+    kind[(first >= 0xC0) & (plen >= QUIC_MIN_INITIAL)] = KIND_QUIC
+    kind[(demux == Demux.ZRTP) & (plen >= 8)] = KIND_ZRTP
     dtls_record = ((first >= 20) & (first <= 23)) | (first == 0x1F)
-    kind[(demux == Demux.DTLS) & dtls_record & (plen >= 13)] = 2
-    kind[(demux == Demux.STUN) & (plen >= 8)] = 1
-    kind[sip_like & _on_ports(ports, SIP_PORTS)] = 5
-    kind[_on_ports(ports, DNS_PORTS)] = 6
+    kind[(demux == Demux.DTLS) & dtls_record & (plen >= 13)] = KIND_DTLS
+    kind[(demux == Demux.STUN) & (plen >= 8)] = KIND_STUN
+    kind[sip_like & _on_ports(ports, SIP_PORTS)] = KIND_SIP
+    kind[_on_ports(ports, DNS_PORTS)] = KIND_DNS
     return kind
 
 

@@ -141,6 +141,7 @@ class PacketColumns:
     dport: np.ndarray
     tcp_flags: np.ndarray  # uint8
     tcp_seq: np.ndarray  # uint32
+    l3_offset: np.ndarray  # int64 into the batch buffer: the (innermost) IP header
     l4_offset: np.ndarray  # int64 into the batch buffer: the IP payload
     payload_offset: np.ndarray  # int64 into the batch buffer
     payload_len: np.ndarray  # int64 captured payload bytes (transport payload)
@@ -290,7 +291,8 @@ def _empty_columns(batch: PacketBatch) -> PacketColumns:
         dst_hi=zeros(np.uint64), dst_lo=zeros(np.uint64), ip_proto=zeros(np.uint8),
         fragment=zeros(bool), later_fragment=zeros(bool), tunnel=zeros(np.uint8),
         sport=np.full(n, -1, dtype=np.int32), dport=np.full(n, -1, dtype=np.int32),
-        tcp_flags=zeros(np.uint8), tcp_seq=zeros(np.uint32), l4_offset=zeros(np.int64),
+        tcp_flags=zeros(np.uint8), tcp_seq=zeros(np.uint32), l3_offset=zeros(np.int64),
+        l4_offset=zeros(np.int64),
         payload_offset=zeros(np.int64), payload_len=zeros(np.int64),
         payload_truncated=zeros(bool),
     )
@@ -299,8 +301,8 @@ def _empty_columns(batch: PacketBatch) -> PacketColumns:
 def _clear(cols: PacketColumns, rows: np.ndarray) -> None:
     """Forget the outer headers of `rows` before their inner packet is decoded."""
     for name in ("ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "ip_proto", "fragment",
-                 "later_fragment", "tcp_flags", "tcp_seq", "l4_offset", "payload_offset",
-                 "payload_len", "payload_truncated"):
+                 "later_fragment", "tcp_flags", "tcp_seq", "l3_offset", "l4_offset",
+                 "payload_offset", "payload_len", "payload_truncated"):
         getattr(cols, name)[rows] = 0
     cols.sport[rows], cols.dport[rows] = -1, -1
 
@@ -334,7 +336,7 @@ def _decode_network(g: Gather, cols: PacketColumns, layer: _Layer, todo: np.ndar
         _ipv6(g, cols, layer, v6, l4, ip_end)
     ip = v4 | v6
     cols.ip_version[v4], cols.ip_version[v6] = 4, 6
-    cols.l4_offset[ip] = l4[ip]
+    cols.l3_offset[ip], cols.l4_offset[ip] = layer.l3[ip], l4[ip]
     return _transport(g, cols, l4, ip_end, layer.end, ip & ~cols.later_fragment)
 
 

@@ -136,6 +136,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             if progress is not None:
                 progress(int(batch.caplen.sum()) + 16 * len(batch))
         flows.settle()
+        inspector.defrag.finish()
         if pool is not None:
             pool.finish(media)
         else:
@@ -148,7 +149,10 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     tables["timeline"] = timeline.table(name)
     result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
-    result.counts["ip_fragments"] = fragments  # counted, not reassembled
+    result.counts["ip_fragments"] = fragments
+    # UDP datagrams put back together for the slow path; those never completed
+    result.counts["ip_datagrams_reassembled"] = inspector.defrag.reassembled
+    result.counts["ip_datagrams_incomplete"] = inspector.defrag.dropped
     return result
 
 

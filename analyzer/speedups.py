@@ -26,7 +26,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 4  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 5  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -112,8 +112,8 @@ HEADER_COLUMNS: tuple[tuple[str, type], ...] = (
     ("dst_hi", np.uint64), ("dst_lo", np.uint64), ("ip_proto", np.uint8), ("fragment", np.bool_),
     ("later_fragment", np.bool_), ("tunnel", np.uint8), ("sport", np.int32),
     ("dport", np.int32), ("tcp_flags", np.uint8), ("tcp_seq", np.uint32),
-    ("l4_offset", np.int64), ("payload_offset", np.int64), ("payload_len", np.int64),
-    ("payload_truncated", np.bool_),
+    ("l3_offset", np.int64), ("l4_offset", np.int64), ("payload_offset", np.int64),
+    ("payload_len", np.int64), ("payload_truncated", np.bool_),
 )
 
 

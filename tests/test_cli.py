@@ -28,7 +28,8 @@ def rtp_packets(count: int = 50) -> list[Ether]:
     packets = []
     for seq in range(count):
         rtp = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234ABCD) + bytes(160)
-        pkt = Ether() / IP(src="192.0.2.10", dst="198.51.100.20") / UDP(sport=40000, dport=20000)
+        pkt = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+               / IP(src="192.0.2.10", dst="198.51.100.20") / UDP(sport=40000, dport=20000))
         pkt = pkt / rtp
         pkt.time = 1_700_000_000 + seq * 0.02
         packets.append(pkt)
