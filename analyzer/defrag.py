@@ -4,11 +4,12 @@ Wireshark reassembles IPv4 and IPv6 fragments by default and dissects the datagr
 that completed it. So does confscope, so that a SIP INVITE whose SDP spills into a second
 fragment is read whole (its `a=crypto` keys included) and reported at Wireshark's frame number.
 
-Fragments are rare, so they are parsed one at a time. Memory is bounded: at most MAX_PENDING
-datagrams are in progress (the oldest is dropped first), a datagram may not grow past
-MAX_DATAGRAM bytes, and one not completed within FRAGMENT_TIMEOUT_S of capture time (Linux's
-ipfrag_time) is dropped. A fragment repeated at the same offset keeps its first copy; where
-fragments overlap, the one at the lower offset wins.
+Fragments are rare, so they are parsed one at a time. Memory and time are bounded: at most
+MAX_PENDING datagrams are in progress (the oldest is dropped first), a datagram may not grow
+past MAX_DATAGRAM bytes or MAX_FRAGMENTS pieces (64 KiB in 576-byte packets takes 114), and one
+not completed within FRAGMENT_TIMEOUT_S of capture time (Linux's ipfrag_time) is dropped. A
+fragment repeated at the same offset keeps its first copy; where fragments overlap, the one at
+the lower offset wins.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 MAX_PENDING = 1024
 MAX_DATAGRAM = 65_535
+MAX_FRAGMENTS = 256
 FRAGMENT_TIMEOUT_S = 30.0
 IPV4_MF, IPV4_OFFSET_MASK = 0x2000, 0x1FFF
 IPV6_HEADER, IPV6_FRAGMENT, IPV6_AH = 40, 44, 51
@@ -130,7 +132,8 @@ class Defragmenter:
         pending.parts.setdefault(fragment.offset, fragment.data)
         if not fragment.more:
             pending.total = fragment.offset + len(fragment.data)
-        if max(fragment.offset + len(fragment.data), pending.total or 0) > MAX_DATAGRAM:
+        too_big = max(fragment.offset + len(fragment.data), pending.total or 0) > MAX_DATAGRAM
+        if too_big or len(pending.parts) > MAX_FRAGMENTS:
             self._drop(key)
             return None
         payload = _joined(pending)

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP, fragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
 from scapy.layers.l2 import Ether
@@ -21,6 +23,7 @@ from scapy.utils import wrpcap
 
 from analyzer.defrag import (
     FRAGMENT_TIMEOUT_S,
+    MAX_FRAGMENTS,
     MAX_PENDING,
     Defragmenter,
     Fragment,
@@ -199,6 +202,9 @@ def test_oversized_datagrams_are_dropped() -> None:
     defrag = Defragmenter()
     assert defrag.add(SOURCE, piece(65_528, b"x" * 16, False), 1, 0.0, None) is None
     assert defrag.dropped == 1 and not defrag._pending
+    for n in range(MAX_FRAGMENTS + 1):  # tiny pieces, each rejoined at every arrival
+        assert defrag.add(SOURCE, piece(8 * n, b"y" * 8, True), n, 0.0, None) is None
+    assert defrag.dropped == 2 and not defrag._pending
 
 
 def test_fragment_fields_from_real_headers() -> None:
@@ -213,3 +219,29 @@ def test_fragment_fields_from_real_headers() -> None:
     assert [f.more for f in parsed6 if f] == [True] * (len(parsed6) - 1) + [False]
     assert parse_fragment(bytes(IP() / UDP())[:12], 4) is None
     assert parse_fragment(bytes(IPv6() / UDP()), 6) is None  # no Fragment header
+
+
+@settings(max_examples=300, deadline=None)
+@given(packet=st.binary(max_size=120), version=st.sampled_from([4, 6, 5]))
+def test_fragment_parser_never_raises(packet: bytes, version: int) -> None:
+    found = parse_fragment(packet, version)
+    assert found is None or len(found.data) <= len(packet)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 24), st.booleans(),
+                                 st.integers(0, 3)), max_size=40))
+def test_whatever_arrives_each_datagram_comes_out_whole_or_not_at_all(
+        pieces: list[tuple[int, int, bool, int]]) -> None:
+    """Each datagram that comes out holds, at every offset, the bytes of a fragment with its
+    identification that covered that offset; none is left beyond the bound."""
+    defrag = Defragmenter()
+    for frame, (slot, size, more, ident) in enumerate(pieces):
+        data = bytes([frame % 251]) * size
+        done = defrag.add(SOURCE, piece(8 * slot, data, more, ident), frame, 0.0, (0, 0))
+        if done is not None:
+            sent = [(8 * s, n, f) for f, (s, n, _, i) in enumerate(pieces[: frame + 1])
+                    if i == ident]
+            for offset, value in enumerate(done.payload):
+                assert any(o <= offset < o + n and value == f % 251 for o, n, f in sent)
+    assert len(defrag._pending) <= MAX_PENDING
