@@ -39,7 +39,7 @@ TCP_SYN, TCP_ACK = 0x02, 0x10
 # The slow path's handler of a packet (0: none)
 KIND_STUN, KIND_DTLS, KIND_ZRTP, KIND_QUIC, KIND_SIP, KIND_DNS, KIND_TCP = range(1, 8)
 KIND_UDP_FRAGMENT = 8
-UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, length; a checksum
+UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, length (then checksum)
 UDP_HEADER = 8
 
 Handler = Callable[[int, int, int, float, bytes], None]
