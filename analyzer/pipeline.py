@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,14 @@ from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
-from analyzer.mediapool import MediaPool
 from analyzer.packets import PacketColumns, decode_batch
 from analyzer.provenance import CaptureHashes
 from analyzer.readahead import ReadAhead
 from analyzer.tables import build_tables
 from analyzer.timeline import Timeline
+
+if TYPE_CHECKING:
+    from analyzer.mediapool import MediaPool
 
 Progress = Callable[[int], None]
 
@@ -123,7 +125,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             yield batch, cols, assign
 
     # forked before the read-ahead thread starts; only a mapped file can be shared with them
-    pool = MediaPool(Path(path), workers, flows, capture) if workers > 0 and mappable(
+    pool = _media_pool(Path(path), workers, flows, capture) if workers > 0 and mappable(
         Path(path)) else None
     try:
         stream = ReadAhead(accounted) if threads > 1 else accounted()
@@ -156,6 +158,12 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     return result
 
 
+def _media_pool(path: Path, workers: int, flows: FlowTable, capture: CaptureFacts) -> MediaPool:
+    from analyzer.mediapool import MediaPool  # (multiprocessing: only when workers are asked for)
+
+    return MediaPool(path, workers, flows, capture)
+
+
 def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[str, object]:
     flows = tables["flows"]
     return {
@@ -176,6 +184,8 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
     files = [Path(p) for p in paths]
     jobs = settings.jobs or os.cpu_count() or 1
     if len(files) > 1 and jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor  # (multiprocessing: only when used)
+
         with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
             one = functools.partial(analyze_capture, settings=settings, media_workers=0)
             results = list(pool.map(one, files))

@@ -12,14 +12,11 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
 from analyzer.decode.tls import HS_CLIENT_HELLO, ClientHello, parse_client_hello
 from analyzer.errors import DecodeError
+
+# `cryptography` is imported where the keys are derived and used: a run without a QUIC Initial
+# or a certificate (analyzer/decode/tls.py) skips its 30-40 ms of start-up.
 
 # Long header, RFC 9000 §17.2:
 #   first byte: form(1)=1 fixed(1)=1 type(2) type-specific(4) | version(4)
@@ -199,6 +196,9 @@ def _retry(first_byte: int, version: int, dcid: bytes, scid: bytes, cursor: _Cur
 
 def hkdf_expand_label(secret: bytes, label: str, length: int, context: bytes = b"") -> bytes:
     """HKDF-Expand-Label with SHA-256, RFC 8446 §7.1."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
     full_label = b"tls13 " + label.encode("ascii")
     info = (length.to_bytes(2, "big") + bytes([len(full_label)]) + full_label
             + bytes([len(context)]) + context)
@@ -229,6 +229,8 @@ def initial_keys(version: int, client_dcid: bytes, sender: str = "client") -> In
 
 
 def _header_protection_mask(hp_key: bytes, sample: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     encryptor = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor()
     return encryptor.update(sample) + encryptor.finalize()
 
@@ -260,6 +262,9 @@ def unprotect_packet(data: bytes, header: QuicLongHeader, keys: InitialKeys) -> 
     aad = bytes([first_byte]) + data[header.packet_start + 1:pn_offset] + pn_bytes
     packet_number = int.from_bytes(pn_bytes, "big")
     nonce = (int.from_bytes(keys.iv, "big") ^ packet_number).to_bytes(INITIAL_IV_LEN, "big")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         payload = AESGCM(keys.key).decrypt(nonce, data[pn_offset + pn_len:end], aad)
     except InvalidTag as error:

@@ -18,15 +18,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, TypeVar
 
 from analyzer.decode.tls_registry import is_grease
 from analyzer.errors import DecodeError
+
+if TYPE_CHECKING:  # imported with the first certificate: runs without one skip 25-30 ms
+    from cryptography import x509
 
 # Record header, RFC 5246 §6.2.1: content_type(1) version(2) length(2).
 RECORD_HEADER = struct.Struct("!BHH")
@@ -348,6 +346,8 @@ class CertificateInfo:
 
 
 def _common_name(name: x509.Name) -> str | None:
+    from cryptography.x509.oid import NameOID
+
     attributes = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not attributes:
         return None
@@ -356,6 +356,8 @@ def _common_name(name: x509.Name) -> str | None:
 
 
 def _san_dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    from cryptography import x509
+
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -364,11 +366,16 @@ def _san_dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
 
 
 def _fingerprint(certificate: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import hashes
+
     return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 def certificate_summary(der: bytes) -> CertificateInfo:
     """Summary of one DER certificate; anything cryptography cannot read raises DecodeError."""
+    from cryptography import x509
+    from cryptography.utils import CryptographyDeprecationWarning
+
     try:
         with warnings.catch_warnings():  # e.g. negative serial numbers, common on real CAs
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
