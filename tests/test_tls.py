@@ -248,6 +248,13 @@ def test_certificate_summary_fields() -> None:
     assert certificate_summary(self_signed("x", ())).san_dns == ()
 
 
+def test_a_certificate_seen_again_is_not_parsed_again() -> None:
+    der = self_signed("cached.example")
+    first = certificate_summary(der)
+    assert certificate_summary(bytes(der)) is first  # equal bytes, another object
+    assert certificate_summary(self_signed("other.example")) is not first
+
+
 def test_certificate_summary_rejects_garbage() -> None:
     der = self_signed()
     for bad in (b"", b"\x30\x03\x02\x01\x01", der[:100], der[:-1]):

@@ -12,6 +12,7 @@ draft-ietf-tls-esni (encrypted_client_hello 0xfe0d).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import warnings
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # imported with the first certificate: runs without one skip 
 # Record header, RFC 5246 §6.2.1: content_type(1) version(2) length(2).
 RECORD_HEADER = struct.Struct("!BHH")
 MAX_RECORD_LENGTH = 2**14 + 2048  # TLSCiphertext bound, RFC 5246 §6.2.3
+CERTIFICATE_CACHE = 1024  # distinct certificates whose summaries are kept (a few MB at most)
 # Handshake header, RFC 8446 §4: msg_type(1) length(3).
 HANDSHAKE_HEADER_LEN = 4
 
@@ -371,8 +373,13 @@ def _fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+@functools.lru_cache(maxsize=CERTIFICATE_CACHE)
 def certificate_summary(der: bytes) -> CertificateInfo:
-    """Summary of one DER certificate; anything cryptography cannot read raises DecodeError."""
+    """Summary of one DER certificate; anything cryptography cannot read raises DecodeError.
+
+    Cached by the DER bytes: a service's servers present the same certificates on every
+    connection, and parsing one takes about 0.3 ms (181 parses, 9 distinct certificates, on
+    the 2M-packet benchmark)."""
     from cryptography import x509
     from cryptography.utils import CryptographyDeprecationWarning
 
