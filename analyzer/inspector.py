@@ -43,6 +43,7 @@ UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, lengt
 UDP_HEADER = 8
 
 Handler = Callable[[int, int, int, float, bytes], None]
+ModeHook = Callable[[int, int], None]  # (batch row, flow index or -1 for any flow)
 
 
 class Inspector:
@@ -55,6 +56,9 @@ class Inspector:
         self._quic_seen: dict[int, int] = {}
         self._quic = quic.QuicInitialAssembler()
         self.defrag = Defragmenter()
+        # told when a packet may have changed how the media path reads a flow (its protocols,
+        # STUN, Zoom P2P facts, or the capture's Zoom STUN clients)
+        self.on_mode_inputs: ModeHook | None = None
         self._handlers: dict[int, Handler] = {
             KIND_STUN: self._udp_stun, KIND_DTLS: self._udp_dtls, KIND_ZRTP: self._udp_zrtp,
             KIND_QUIC: self._udp_quic, KIND_SIP: self._udp_sip, KIND_DNS: self._udp_dns,
@@ -63,26 +67,52 @@ class Inspector:
     # ------------------------------------------------------------------ selection (vectorized)
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
-        self._grow()
+        self.grow()
         rows, kinds = self._select(batch, cols, assign)
-        buf = batch.buffer
         for row, kind in zip(rows.tolist(), kinds.tolist(), strict=True):
-            fi, d = int(assign.flow_index[row]), int(assign.direction[row])
-            frame, ts = int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9
+            fi = int(assign.flow_index[row])
             if kind == KIND_UDP_FRAGMENT:
-                end = int(batch.data_offset[row] + batch.caplen[row])
-                self._udp_fragment(row, cols, buf[int(cols.l3_offset[row]) : end].tobytes(),
-                                   (fi, d) if fi >= 0 else None, frame, ts)
+                fi = self._fragment_row(batch, cols, assign, row)
+                if fi >= 0 and self.on_mode_inputs is not None:
+                    self.on_mode_inputs(row, fi)
                 continue
-            start = int(cols.payload_offset[row])
-            data = buf[start : start + int(cols.payload_len[row])].tobytes()
-            if kind == KIND_TCP:
-                self._tcp_segment(fi, d, frame, ts, data, int(cols.tcp_flags[row]),
-                                  int(cols.tcp_seq[row]))
-            else:
-                self._handlers[kind](fi, d, frame, ts, data)
+            before = self._mode_inputs(fi)
+            self._packet_row(batch, cols, assign, row, kind)
+            after = self._mode_inputs(fi)
+            if self.on_mode_inputs is not None and after != before:
+                if after[-1] != before[-1]:  # a new Zoom STUN client: any flow may be its
+                    self.on_mode_inputs(row, -1)
+                self.on_mode_inputs(row, fi)
 
-    def _grow(self) -> None:
+    def _packet_row(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
+                    row: int, kind: int) -> None:
+        fi, d = int(assign.flow_index[row]), int(assign.direction[row])
+        frame, ts = int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9
+        start = int(cols.payload_offset[row])
+        data = batch.buffer[start : start + int(cols.payload_len[row])].tobytes()
+        if kind == KIND_TCP:
+            self._tcp_segment(fi, d, frame, ts, data, int(cols.tcp_flags[row]),
+                              int(cols.tcp_seq[row]))
+        else:
+            self._handlers[kind](fi, d, frame, ts, data)
+
+    def _fragment_row(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
+                      row: int) -> int:
+        """Reassembly of a UDP fragment; the flow of the datagram it completed, else -1."""
+        fi, d = int(assign.flow_index[row]), int(assign.direction[row])
+        end = int(batch.data_offset[row] + batch.caplen[row])
+        packet = batch.buffer[int(cols.l3_offset[row]) : end].tobytes()
+        return self._udp_fragment(row, cols, packet, (fi, d) if fi >= 0 else None,
+                                  int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9)
+
+    def _mode_inputs(self, fi: int) -> tuple[bool, bool, int, int]:
+        """What the media path's mode of flow `fi` is decided from (see MediaExtractor)."""
+        facts = self.facts[fi]
+        return (facts.stun is not None, facts.zoom_p2p, len(facts.protocols),
+                len(self.capture.zoom_stun_clients))
+
+    def grow(self) -> None:
+        """Facts for the flows the flow table gained."""
         missing = len(self.flows.flows) - len(self.facts)
         self.facts.extend(FlowFacts() for _ in range(missing))
         if self._tcp_done.size < 2 * len(self.flows.flows):
@@ -122,25 +152,28 @@ class Inspector:
     # ------------------------------------------------------------------ UDP handlers
 
     def _udp_fragment(self, row: int, cols: PacketColumns, packet: bytes,
-                      flow: tuple[int, int] | None, frame: int, ts: float) -> None:
+                      flow: tuple[int, int] | None, frame: int, ts: float) -> int:
         """A fragment of a UDP datagram (`packet`: from its IP header): the datagram goes to its
-        handler in the frame that completes it, as Wireshark dissects it."""
+        handler in the frame that completes it, as Wireshark dissects it. Returns the flow it
+        went to, else -1."""
         fragment = parse_fragment(packet, int(cols.ip_version[row]))
         if fragment is None:
-            return
+            return -1
         source = (int(cols.ip_version[row]), int(cols.src_hi[row]), int(cols.src_lo[row]),
                   int(cols.dst_hi[row]), int(cols.dst_lo[row]))
         datagram = self.defrag.add(source, fragment, frame, ts, flow)
         if datagram is None or datagram.protocol != PROTO_UDP:
-            return
+            return -1
         if len(datagram.payload) < UDP_HEADER:
-            return
+            return -1
         sport, dport, length = UDP_PORTS_LENGTH.unpack_from(datagram.payload)
         data = datagram.payload[UDP_HEADER : max(length, UDP_HEADER)]
         kind = int(_udp_kinds(Gather(np.frombuffer(data, np.uint8)), np.zeros(1, np.int64),
                               np.array([len(data)]), np.array([sport]), np.array([dport]))[0])
-        if kind and data:
-            self._handlers[kind](datagram.flow_index, datagram.direction, frame, ts, data)
+        if not (kind and data):
+            return -1
+        self._handlers[kind](datagram.flow_index, datagram.direction, frame, ts, data)
+        return datagram.flow_index
 
     def _udp_stun(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
         stun_facts = self._stun_facts(fi)

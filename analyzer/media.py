@@ -13,6 +13,7 @@ trailer and read SR/SDES; and only a bounded sample of them per flow.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -203,6 +204,46 @@ class _MergedResults:
     ecb: dict[StreamKey, EcbResult | None] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _BatchModes:
+    """The media rows of one batch, their flows' modes as it started, and the changes the slow
+    path made on the way: (flow, batch row, new mode), in row order."""
+
+    rows: np.ndarray  # int64: batch rows of the UDP payloads that may carry media
+    start: np.ndarray  # int8 per row: the flow's mode when the batch started
+    flows: np.ndarray  # int64: the distinct flows of those rows
+    clients_seen: int  # how many Zoom STUN clients the modes have taken into account
+    events: list[tuple[int, int, int]] = field(default_factory=list)
+    _by_endpoint: dict[tuple[str, int], list[int]] | None = None
+
+    def modes_by_row(self, flow_of_row: np.ndarray) -> np.ndarray:
+        """Each row's mode: that of the flow's last change before the row, else the start."""
+        if not self.events:
+            return self.start
+        event = np.array(sorted(self.events), np.int64)  # by flow, then row
+        changed = np.zeros(int(max(event[:, 0].max(), flow_of_row.max(initial=0))) + 1, bool)
+        changed[event[:, 0]] = True
+        at = np.flatnonzero(changed[flow_of_row])  # rows of flows whose mode changed
+        span = int(self.rows.max(initial=0)) + 2
+        event_key = event[:, 0] * span + event[:, 1] + 1
+        last = np.searchsorted(event_key, flow_of_row[at] * span + self.rows[at] + 1) - 1
+        hit = (last >= 0) & (event[np.maximum(last, 0), 0] == flow_of_row[at])
+        modes = self.start.copy()
+        modes[at[hit]] = event[last[hit], 2]
+        return modes
+
+    def flows_with(self, endpoints: list[tuple[str, int]],
+                   ports_of: Callable[[int], _FlowPorts]) -> np.ndarray:
+        """This batch's flows that have one of `endpoints` on either side."""
+        if self._by_endpoint is None:
+            self._by_endpoint = {}
+            for flow in self.flows.tolist():
+                for endpoint in ports_of(flow).named_endpoints():
+                    self._by_endpoint.setdefault(endpoint, []).append(flow)
+        found = {f for endpoint in endpoints for f in self._by_endpoint.get(endpoint, ())}
+        return np.array(sorted(found), np.int64)
+
+
 def _key_of(stream: StreamState) -> StreamKey:
     return (stream.flow_index, stream.direction, stream.ssrc, stream.fec)
 
@@ -222,7 +263,8 @@ class MediaExtractor:
         self._rtcp_sampled: dict[int, int] = {}
         self._stream_keys: dict[int, StreamState] = {}  # _stream_key -> stream
         self._flow_ports: list[_FlowPorts | None] = []  # by flow index, once seen
-        self._modes = np.zeros(0, np.int8)  # by flow index: scratch for _flow_modes
+        self._modes = np.zeros(0, np.int8)  # by flow index: the mode last decided
+        self._batch: _BatchModes | None = None  # set by `begin`, used by `select`
         self._present = np.zeros(0, bool)  # by flow index: scratch, all False between batches
         self._scratch = speedups.MediaScratch()  # find_media's outputs, reused batch to batch
         self._merged: _MergedResults | None = None  # set by `absorb`
@@ -232,15 +274,49 @@ class MediaExtractor:
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
         self.scan(batch.buffer, self.select(cols, assign))
 
-    def select(self, cols: PacketColumns, assign: FlowAssignment) -> MediaWork:
-        """The UDP payloads of a batch that may carry media, with their flows' current modes:
-        all that `scan` needs besides the batch's bytes (so another process can scan them)."""
+    def begin(self, assign: FlowAssignment, cols: PacketColumns) -> None:
+        """Before the slow path reads a batch: each flow's mode as the batch starts. The slow
+        path then reports what it learns (`mode_inputs_changed`), so that every packet is read
+        with what was known when it arrived, whatever the batch size."""
         fi = assign.flow_index
         rows = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (cols.payload_len >= 8))
+        modes, present = self._flow_modes(fi[rows])
+        self._batch = _BatchModes(rows, modes, present, len(self.capture.zoom_stun_clients))
+
+    def mode_inputs_changed(self, row: int, flow_index: int) -> None:
+        """The slow path learned something at batch row `row` that may change the mode of flow
+        `flow_index` (-1: of any flow, when the capture's Zoom STUN clients grew): the
+        batch's later packets of a flow whose mode did change are read in the new one."""
+        batch = self._batch
+        if batch is None:
+            return
+        if flow_index >= 0:
+            flows = np.array([flow_index])
+        else:
+            clients = list(self.capture.zoom_stun_clients)
+            flows = batch.flows_with(clients[batch.clients_seen :], self._flow)
+            batch.clients_seen = len(clients)
+        if flows.size == 0:
+            return
+        before = self._modes[flows].copy()
+        after = self._modes_of(flows)
+        for flow, mode in zip(flows[after != before].tolist(), after[after != before].tolist(),
+                              strict=True):
+            batch.events.append((flow, row, mode))
+
+    def select(self, cols: PacketColumns, assign: FlowAssignment) -> MediaWork:
+        """The UDP payloads of a batch that may carry media, with their flows' modes: all that
+        `scan` needs besides the batch's bytes (so another process can scan them)."""
+        batch, self._batch = self._batch, None
+        if batch is None:  # no `begin`: the modes as they are now
+            self.begin(assign, cols)
+            batch, self._batch = self._batch, None
+        assert batch is not None
+        rows, fi = batch.rows, assign.flow_index
         flows = fi[rows]
         return MediaWork(offset=cols.payload_offset[rows], length=cols.payload_len[rows],
                          flow=flows, direction=assign.direction[rows],
-                         mode=self._flow_modes(flows), frame=cols.frame[rows],
+                         mode=batch.modes_by_row(flows), frame=cols.frame[rows],
                          ts_ns=cols.ts_ns[rows])
 
     def scan(self, buffer: np.ndarray, work: MediaWork) -> None:
@@ -254,8 +330,9 @@ class MediaExtractor:
         if scan.rtp.row.size:
             self._rtp(g, work, scan.rtp)
 
-    def _flow_modes(self, flow_index: np.ndarray) -> np.ndarray:
-        """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN.
+    def _flow_modes(self, flow_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per packet: 0 plain, 1 Zoom server flow, 2 Zoom P2P flow, 3 no media; +4 with TURN;
+        and the distinct flows.
 
         Decided afresh each batch for each flow present (its facts may have grown since), from
         the flow's cached ports and endpoint names and its current facts.
@@ -263,16 +340,24 @@ class MediaExtractor:
         count = len(self.flows.flows)
         if self._modes.size < count:
             capacity = max(count, 2 * self._modes.size, 1024)
-            self._modes = np.zeros(capacity, np.int8)
+            grown = np.zeros(capacity, np.int8)
+            grown[: self._modes.size] = self._modes
+            self._modes = grown
             self._present = np.zeros(capacity, bool)
         self._present[flow_index] = True
         present = np.flatnonzero(self._present)
         self._present[present] = False
+        self._modes_of(present)
+        return self._modes[flow_index], present
+
+    def _modes_of(self, flows: np.ndarray) -> np.ndarray:
+        """Decide the modes of `flows` (distinct flow indices) from their facts now, and keep
+        them in `_modes`."""
         ports_of, facts_of = self._flow_ports, self.facts
-        ports_of.extend([None] * (count - len(ports_of)))
+        ports_of.extend([None] * (len(self.flows.flows) - len(ports_of)))
         clients = self.capture.zoom_stun_clients
         modes = []
-        for index in present.tolist():  # inline: thousands of flows per capture and batch
+        for index in flows.tolist():  # inline: thousands of flows per capture and batch
             ports, facts = ports_of[index] or self._flow(index), facts_of[index]
             if ports.no_media or not facts.protocols.isdisjoint(NOT_MEDIA):
                 modes.append(3)  # no RTP: neither plain (mode & 3 != 0) nor Zoom (3 unused)
@@ -283,8 +368,9 @@ class MediaExtractor:
             elif facts.zoom_p2p or (clients and ports.zoom_stun_client(clients)):
                 mode = 2
             modes.append(mode + 4 if facts.stun is not None or ports.turn else mode)
-        self._modes[present] = modes
-        return self._modes[flow_index]
+        decided = np.array(modes, np.int8)
+        self._modes[flows] = decided
+        return decided
 
     def _flow(self, index: int) -> _FlowPorts:
         """The cached ports and endpoints of a flow."""

@@ -109,6 +109,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
+    inspector.on_mode_inputs = media.mode_inputs_changed
     fragments = 0
     timeline = Timeline()
 
@@ -130,6 +131,8 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     try:
         stream = ReadAhead(accounted) if threads > 1 else accounted()
         for batch, cols, assign in stream:
+            inspector.grow()
+            media.begin(assign, cols)  # the modes as the batch starts, before the slow path
             inspector.process(batch, cols, assign)
             if pool is not None:
                 pool.submit(batch, media.select(cols, assign))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import struct
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet, Raw
+from scapy.utils import rdpcap, wrpcap
 
 from analyzer.media import ECB_MAX_STREAMS
 from analyzer.pipeline import Settings, analyze, analyze_capture
@@ -85,3 +91,58 @@ def test_media_workers_on_samples(name: str) -> None:
     one = analyze_capture(path, Settings(jobs=1, hash_captures=False))
     assert_same(one.tables, analyze_capture(path, Settings(jobs=1, hash_captures=False),
                                             media_workers=2).tables)
+
+
+# ---------------------------------------------------------------- what a packet is read with
+
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+
+
+def turn_flow_refreshed_midway(path: Path, refresh_after: int = 300, packets: int = 400) -> None:
+    """RTP in TURN ChannelData on a port that does not say TURN; the flow's first STUN message
+    (a Refresh) comes only after `refresh_after` packets, as when a capture starts mid-call."""
+    rng = random.Random(5)
+    frames = []
+    for seq in range(packets):
+        rtp = struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 0xABCDEF01) + rng.randbytes(100)
+        frames.append(struct.pack("!HH", 0x4000, len(rtp)) + rtp)
+        if seq == refresh_after - 1:
+            lifetime = struct.pack("!HHI", 0x000D, 4, 600)
+            frames.append(struct.pack("!HHI", 0x0004, len(lifetime), 0x2112A442)
+                          + rng.randbytes(12) + lifetime)
+    wrpcap(str(path), [
+        _timed(Ether(**MACS) / IP(src="192.0.2.10", dst="198.51.100.34")
+               / UDP(sport=50004, dport=41000) / Raw(data), i)
+        for i, data in enumerate(frames)])
+
+
+def _timed(packet: Packet, index: int) -> Packet:
+    packet.time = 1_700_000_000 + index * 0.02
+    return packet
+
+
+@pytest.mark.parametrize("chunk_bytes", [4096, 65_536, 64 << 20])
+def test_a_packet_is_read_with_what_was_known_when_it_arrived(tmp_path: Path,
+                                                              chunk_bytes: int) -> None:
+    """Whatever the batch size (64 MiB holds the whole capture): the ChannelData before the
+    flow's first STUN message is not read as TURN, the 100 after it are."""
+    path = tmp_path / "turn.pcap"
+    turn_flow_refreshed_midway(path)
+    streams = tables_of([path], chunk_bytes, 1)["streams"]
+    assert streams["packets"].tolist() == [100]
+
+
+def test_zoom_p2p_media_before_the_zoom_stun_is_read_alike_in_any_batches(
+        tmp_path: Path) -> None:
+    """The P2P client's Zoom STUN moved after its first 100 media packets: the capture-wide
+    list of Zoom STUN clients grows mid-batch, and every batch size and worker count agrees."""
+    packets = rdpcap(str(SAMPLES[0].parent / "zoom_p2p.pcap"))
+    moved = [*packets[2:102], packets[0], packets[1], *packets[102:]]
+    path = tmp_path / "zoom_p2p_late_stun.pcap"
+    wrpcap(str(path), moved)
+    reference = tables_of([path], 64 << 20, 1)
+    assert 0 < reference["streams"]["packets"].sum() < tables_of(
+        [SAMPLES[0].parent / "zoom_p2p.pcap"], 64 << 20, 1)["streams"]["packets"].sum()
+    for chunk in (4096, 65_536):
+        assert_same(reference, tables_of([path], chunk, 1))
+    assert_same(reference, tables_of([path], 4096, 4))  # the read-ahead and 2 media workers
