@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -130,6 +132,10 @@ def test_a_packet_is_read_with_what_was_known_when_it_arrived(tmp_path: Path,
     turn_flow_refreshed_midway(path)
     streams = tables_of([path], chunk_bytes, 1)["streams"]
     assert streams["packets"].tolist() == [100]
+    if shutil.which("tshark"):  # Wireshark reads ChannelData from the same packet on
+        out = subprocess.run(["tshark", "-r", str(path), "-Y", "stun.channel", "-T", "fields",
+                              "-e", "frame.number"], capture_output=True, text=True, check=True)
+        assert int(out.stdout.split()[0]) == int(streams["first_frame"].iloc[0]) == 302
 
 
 def test_zoom_p2p_media_before_the_zoom_stun_is_read_alike_in_any_batches(
