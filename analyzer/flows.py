@@ -178,9 +178,9 @@ class FlowTable:
         self._bytes[:size] += np.rint(wire).astype(np.int64)  # exact: sums stay below 2**53
         np.maximum.at(self._last_ts, flow_index, cols.ts_ns[sel])
         syn = (cols.tcp_flags[sel] & (TCP_SYN | TCP_ACK)) == TCP_SYN
-        if syn.any():  # the first batch with a SYN decides; in it, the last SYN
+        if syn.any():  # the flow's first SYN decides, whichever batch holds the next ones
             batch_syn = np.full(len(self.flows), -1, dtype=np.int8)
-            batch_syn[flow_index[syn]] = direction[syn]
+            batch_syn[flow_index[syn][::-1]] = direction[syn][::-1]  # (the last write wins)
             unset = (self._syn_sender[: len(self.flows)] < 0) & (batch_syn >= 0)
             self._syn_sender[: len(self.flows)][unset] = batch_syn[unset]
 

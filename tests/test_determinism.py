@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap, wrpcap
@@ -152,3 +152,23 @@ def test_zoom_p2p_media_before_the_zoom_stun_is_read_alike_in_any_batches(
     for chunk in (4096, 65_536):
         assert_same(reference, tables_of([path], chunk, 1))
     assert_same(reference, tables_of([path], 4096, 4))  # the read-ahead and 2 media workers
+
+
+def test_the_first_syn_names_the_client_whatever_the_batches(tmp_path: Path) -> None:
+    """A simultaneous open: both sides send a SYN (RFC 9293 §3.5). The first one names the
+    client, whether the second is in the same batch or a later one."""
+    a, b = ("192.0.2.20", 40123), ("198.51.100.30", 40456)
+
+    def tcp(src: tuple[str, int], dst: tuple[str, int], flags: str) -> Packet:
+        return (Ether(**MACS) / IP(src=src[0], dst=dst[0])
+                / TCP(sport=src[1], dport=dst[1], flags=flags, seq=1000))
+
+    noise = [Ether(**MACS) / IP(src="192.0.2.99", dst="198.51.100.99")
+             / UDP(sport=7000, dport=7001) / Raw(bytes(200)) for _ in range(40)]
+    packets = [tcp(a, b, "S"), *noise, tcp(b, a, "S"), tcp(a, b, "SA"), tcp(b, a, "SA")]
+    path = tmp_path / "simultaneous_open.pcap"
+    wrpcap(str(path), [_timed(p, i) for i, p in enumerate(packets)])
+    one_batch = tables_of([path], 64 << 20, 1)
+    row = one_batch["flows"].query("transport == 'tcp'").iloc[0]
+    assert (row["client_ip"], int(row["client_port"])) == a
+    assert_same(one_batch, tables_of([path], 4096, 1))
