@@ -38,7 +38,12 @@ ZOOM_PORTS = (8801, 8810)
 TURN_PORTS = (3478, 3479, 3480, 3481, 5349)
 ZOOM_FEC_PT = 110
 MAX_RTCP_SAMPLES_PER_FLOW = 8  # enough to see an SRTCP trailer; RTCP is parsed one by one
+# A new stream's clock rate is decided from its first packets: at least CLOCK_PROBE_PACKETS of
+# them spanning CLOCK_PROBE_SECONDS, or MAX_CLOCK_PROBE_PACKETS, whichever comes first. The
+# window belongs to the stream, not to the batches it arrives in.
 CLOCK_PROBE_PACKETS = 64
+CLOCK_PROBE_SECONDS = 0.2
+MAX_CLOCK_PROBE_PACKETS = 4096
 INFERRED = "inferred from RTP timestamp rate"
 COMMON_CLOCK_RATES = np.array([8000, 16000, 24000, 32000, 44100, 48000, 90000])
 HEAD_COLUMNS = 16
@@ -179,6 +184,7 @@ class StreamState:
     set_id: int = -1  # index in MediaExtractor.stream_set once the clock rate is decided
     pending: list[dict[str, np.ndarray]] = field(default_factory=list)
     pending_packets: int = 0
+    probe_last: int = -1  # batch row of the packet that completed the clock-rate window
     first_frame: int = 0
     ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
 
@@ -524,7 +530,9 @@ class MediaExtractor:
             part = order[begin:end]
             stream = states[int(codes[part[0]])]
             stream.first_frame = stream.first_frame or int(columns["frame"][part[0]])
-            if stream.pending_packets + part.size >= CLOCK_PROBE_PACKETS:
+            end = _probe_end(stream, columns["arrival_s"][part])
+            if end >= 0:
+                stream.probe_last = int(part[end])
                 ready.append((stream, part))  # started now, this batch's packets not copied
             else:
                 stream.pending.append({name: col[part] for name, col in columns.items()})
@@ -791,15 +799,26 @@ _NO_ROWS = np.zeros(0, np.int64)
 _CLOCK_PROBE_COLUMNS = ("frame", "payload_type", "arrival_s", "timestamp")
 
 
+def _probe_end(stream: StreamState, arrival_s: np.ndarray) -> int:
+    """Which of these next packets of a stream (their arrival times) completes its clock-rate
+    window, else -1."""
+    start = stream.pending[0]["arrival_s"][0] if stream.pending else arrival_s[0]
+    count = stream.pending_packets + np.arange(1, arrival_s.size + 1)
+    done = (count >= CLOCK_PROBE_PACKETS) & ((arrival_s - start >= CLOCK_PROBE_SECONDS)
+                                             | (count >= MAX_CLOCK_PROBE_PACKETS))
+    return int(np.argmax(done)) if done.any() else -1
+
+
 def _first_and_last(stream: StreamState, part: np.ndarray,
                     columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The first and the last (when another) of a stream's held packets and its `part` of
-    `columns`: all that the clock rate is decided from."""
+    """The first packet of a stream's clock-rate window and its last (when another): the
+    packet that completed the window in `part` of `columns`, else the last one held."""
     total = stream.pending_packets + part.size
     ends = {}
     for name in _CLOCK_PROBE_COLUMNS:
         first = stream.pending[0][name][0] if stream.pending else columns[name][part[0]]
-        last = columns[name][part[-1]] if part.size else stream.pending[-1][name][-1]
+        last = (columns[name][stream.probe_last] if part.size
+                else stream.pending[-1][name][-1])
         ends[name] = np.array([first, last] if total > 1 else [first])
     return ends
 
@@ -834,7 +853,7 @@ def infer_clock_rate(arrival_s: np.ndarray, timestamp: np.ndarray) -> int | None
         return None
     span = float(arrival_s[-1] - arrival_s[0])
     ticks = (int(timestamp[-1]) - int(timestamp[0])) % (1 << 32)
-    if span < 0.2 or ticks == 0 or ticks >= 1 << 31:
+    if span < CLOCK_PROBE_SECONDS or ticks == 0 or ticks >= 1 << 31:
         return None
     rate = ticks / span
     nearest = int(COMMON_CLOCK_RATES[np.argmin(np.abs(np.log(COMMON_CLOCK_RATES / rate)))])

@@ -15,7 +15,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap, wrpcap
 
-from analyzer.media import ECB_MAX_STREAMS
+from analyzer.media import ECB_MAX_STREAMS, INFERRED
 from analyzer.pipeline import Settings, analyze, analyze_capture
 from bench.make_capture import Config, generate
 
@@ -172,3 +172,26 @@ def test_the_first_syn_names_the_client_whatever_the_batches(tmp_path: Path) -> 
     row = one_batch["flows"].query("transport == 'tcp'").iloc[0]
     assert (row["client_ip"], int(row["client_port"])) == a
     assert_same(one_batch, tables_of([path], 4096, 1))
+
+
+def test_a_clock_rate_is_inferred_from_the_same_packets_in_any_batches(tmp_path: Path) -> None:
+    """Video with a dynamic payload type and no SDP, 20 packets a frame at 30 frames/s: its
+    first 64 packets span only 0.1 s, too short to infer from, so the window runs on to 0.2 s
+    whatever the batches (it used to end with the batch that held the 64th packet)."""
+    rng = random.Random(9)
+    packets = []
+    for seq in range(600):
+        frame_no, stamp = divmod(seq, 20)
+        rtp = struct.pack("!BBHII", 0x80, 96 | (0x80 if stamp == 19 else 0), seq,
+                          frame_no * 3000, 0x7E57DA7A) + rng.randbytes(900)
+        packet = (Ether(**MACS) / IP(src="192.0.2.40", dst="198.51.100.41")
+                  / UDP(sport=51000, dport=52000) / Raw(rtp))
+        packet.time = 1_700_000_000 + frame_no / 30 + stamp * 0.0005
+        packets.append(packet)
+    path = tmp_path / "video.pcap"
+    wrpcap(str(path), packets)
+    reference = tables_of([path], 64 << 20, 1)
+    stream = reference["streams"].iloc[0]
+    assert (int(stream["clock_rate"]), stream["clock_rate_source"]) == (90000, INFERRED)
+    for chunk in (4096, 65_536):
+        assert_same(reference, tables_of([path], chunk, 1))
