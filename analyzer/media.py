@@ -184,7 +184,6 @@ class StreamState:
     set_id: int = -1  # index in MediaExtractor.stream_set once the clock rate is decided
     pending: list[dict[str, np.ndarray]] = field(default_factory=list)
     pending_packets: int = 0
-    probe_last: int = -1  # batch row of the packet that completed the clock-rate window
     first_frame: int = 0
     ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
 
@@ -284,10 +283,13 @@ class MediaExtractor:
         """Before the slow path reads a batch: each flow's mode as the batch starts. The slow
         path then reports what it learns (`mode_inputs_changed`), so that every packet is read
         with what was known when it arrived, whatever the batch size."""
+        self._batch = self._modes_now(assign, cols)
+
+    def _modes_now(self, assign: FlowAssignment, cols: PacketColumns) -> _BatchModes:
         fi = assign.flow_index
         rows = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (fi >= 0) & (cols.payload_len >= 8))
         modes, present = self._flow_modes(fi[rows])
-        self._batch = _BatchModes(rows, modes, present, len(self.capture.zoom_stun_clients))
+        return _BatchModes(rows, modes, present, len(self.capture.zoom_stun_clients))
 
     def mode_inputs_changed(self, row: int, flow_index: int) -> None:
         """The slow path learned something at batch row `row` that may change the mode of flow
@@ -313,11 +315,8 @@ class MediaExtractor:
     def select(self, cols: PacketColumns, assign: FlowAssignment) -> MediaWork:
         """The UDP payloads of a batch that may carry media, with their flows' modes: all that
         `scan` needs besides the batch's bytes (so another process can scan them)."""
-        batch, self._batch = self._batch, None
-        if batch is None:  # no `begin`: the modes as they are now
-            self.begin(assign, cols)
-            batch, self._batch = self._batch, None
-        assert batch is not None
+        batch = self._batch or self._modes_now(assign, cols)  # (no `begin`: as they are now)
+        self._batch = None
         rows, fi = batch.rows, assign.flow_index
         flows = fi[rows]
         return MediaWork(offset=cols.payload_offset[rows], length=cols.payload_len[rows],
@@ -530,47 +529,47 @@ class MediaExtractor:
             part = order[begin:end]
             stream = states[int(codes[part[0]])]
             stream.first_frame = stream.first_frame or int(columns["frame"][part[0]])
-            end = _probe_end(stream, columns["arrival_s"][part])
-            if end >= 0:
-                stream.probe_last = int(part[end])
-                ready.append((stream, part))  # started now, this batch's packets not copied
+            closing = _probe_end(stream, columns["arrival_s"][part])
+            if closing >= 0:  # started now, this batch's packets not copied
+                ready.append((stream, part, int(part[closing])))
             else:
                 stream.pending.append({name: col[part] for name, col in columns.items()})
                 stream.pending_packets += part.size
         self._start(ready, columns)
 
-    def _start(self, ready: list[tuple[StreamState, np.ndarray]],
+    def _start(self, ready: list[tuple[StreamState, np.ndarray, int]],
                columns: dict[str, np.ndarray]) -> None:
         """Decide each stream's clock rate (SDP, static table, or inferred) and replay its
         packets: those held, then its part of this batch's `columns` (one update for all the
-        streams: each keeps its packets' order).
+        streams: each keeps its packets' order). Each entry names the row of `columns` that
+        closed the stream's clock-rate window (-1: none, the window is what was held).
 
         The statistics get the SDP's rtpmap rates per payload type, and the inferred rate only
         when nothing else is known, so that jitter matches Wireshark's wherever it knows.
         """
         if not ready:
             return
-        for stream, part in ready:
-            ends = _first_and_last(stream, part, columns)
+        for stream, part, closing in ready:
+            ends = _first_and_last(stream, part, closing, columns)
             stream.first_frame = int(ends["frame"][0])
             sdp = self.sdp_for(stream)
             stream.clock_rate, stream.clock_rate_source = self._clock_rate(sdp, ends)
             inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
             stream.set_id = self.stream_set.add_stream(inferred, sdp_clock_rates(sdp))
-        parts = [held for stream, _ in ready for held in stream.pending]
+        parts = [held for stream, _, _ in ready for held in stream.pending]
         ids = [np.full(held["frame"].size, stream.set_id)
-               for stream, _ in ready for held in stream.pending]
-        fresh = np.concatenate([part for _, part in ready])
+               for stream, _, _ in ready for held in stream.pending]
+        fresh = np.concatenate([part for _, part, _ in ready])
         if fresh.size:
             parts.append({name: col[fresh] for name, col in columns.items()})
-            ids.extend(np.full(part.size, stream.set_id) for stream, part in ready)
+            ids.extend(np.full(part.size, stream.set_id) for stream, part, _ in ready)
         self.stream_set.update(np.concatenate(ids), **{
             name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
-        for stream, _ in ready:
+        for stream, _, _ in ready:
             stream.pending, stream.pending_packets = [], 0
 
     def finish(self) -> None:
-        held = [(s, _NO_ROWS) for s in self.streams.values() if s.set_id < 0 and s.pending]
+        held = [(s, _NO_ROWS, -1) for s in self.streams.values() if s.set_id < 0 and s.pending]
         self._start(held, {})
 
     def statistics(self, stream: StreamState) -> StreamStatistics:
@@ -809,16 +808,15 @@ def _probe_end(stream: StreamState, arrival_s: np.ndarray) -> int:
     return int(np.argmax(done)) if done.any() else -1
 
 
-def _first_and_last(stream: StreamState, part: np.ndarray,
+def _first_and_last(stream: StreamState, part: np.ndarray, closing: int,
                     columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The first packet of a stream's clock-rate window and its last (when another): the
-    packet that completed the window in `part` of `columns`, else the last one held."""
+    """The first packet of a stream's clock-rate window and its last (when another): the row
+    `closing` of `columns`, which completed the window, else the last one held."""
     total = stream.pending_packets + part.size
     ends = {}
     for name in _CLOCK_PROBE_COLUMNS:
         first = stream.pending[0][name][0] if stream.pending else columns[name][part[0]]
-        last = (columns[name][stream.probe_last] if part.size
-                else stream.pending[-1][name][-1])
+        last = columns[name][closing] if closing >= 0 else stream.pending[-1][name][-1]
         ends[name] = np.array([first, last] if total > 1 else [first])
     return ends
 
