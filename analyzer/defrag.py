@@ -17,13 +17,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from analyzer.packets import (
+    IPV4_MF,
+    IPV4_MIN,
+    IPV4_OFFSET_MASK,
+    IPV6_AH,
+    IPV6_EXTENSIONS,
+    IPV6_FRAGMENT,
+    IPV6_HEADER,
+)
+
 MAX_PENDING = 1024
 MAX_DATAGRAM = 65_535
 MAX_FRAGMENTS = 256
 FRAGMENT_TIMEOUT_S = 30.0
-IPV4_MF, IPV4_OFFSET_MASK = 0x2000, 0x1FFF
-IPV6_HEADER, IPV6_FRAGMENT, IPV6_AH = 40, 44, 51
-IPV6_EXTENSIONS = frozenset({0, 43, 60, 135, 139, 140, 253, 254})
 # version and IHL, total length, identification, flags and offset, protocol
 _IPV4 = struct.Struct("!BxHHHxB")
 _IPV6_FRAGMENT = struct.Struct("!BxHI")  # next header, offset/flags, identification
@@ -75,12 +82,12 @@ def parse_fragment(packet: bytes, ip_version: int) -> Fragment | None:
 
 
 def _ipv4_fragment(packet: bytes) -> Fragment | None:
-    if len(packet) < 20:
+    if len(packet) < IPV4_MIN:
         return None
     first, total, ident, flags, protocol = _IPV4.unpack_from(packet)
     ihl = (first & 0x0F) * 4
     end = min(len(packet), total) if total else len(packet)
-    if ihl < 20 or end < ihl:
+    if ihl < IPV4_MIN or end < ihl:
         return None
     return Fragment(ident, protocol, (flags & IPV4_OFFSET_MASK) * 8, bool(flags & IPV4_MF),
                     packet[ihl:end])

@@ -21,7 +21,7 @@ from analyzer.defrag import Defragmenter, parse_fragment
 from analyzer.errors import DecodeError
 from analyzer.facts import SIGNATURE, CaptureFacts, FlowFacts, HandshakeFacts, StunFacts
 from analyzer.flows import FlowAssignment, FlowTable
-from analyzer.packets import PROTO_TCP, PROTO_UDP, Gather, PacketColumns
+from analyzer.packets import PROTO_TCP, PROTO_UDP, UDP_HEADER, Gather, PacketColumns
 from analyzer.sessions import SessionRecorder
 
 DNS_PORTS = (53, 5353, 5355)
@@ -40,7 +40,6 @@ TCP_SYN, TCP_ACK = 0x02, 0x10
 KIND_STUN, KIND_DTLS, KIND_ZRTP, KIND_QUIC, KIND_SIP, KIND_DNS, KIND_TCP = range(1, 8)
 KIND_UDP_FRAGMENT = 8
 UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, length (then checksum)
-UDP_HEADER = 8
 
 Handler = Callable[[int, int, int, float, bytes], None]
 ModeHook = Callable[[int, int], None]  # (batch row, flow index or -1 for any flow)
