@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -393,6 +394,66 @@ def test_gzip_file_is_decompressed_by_a_child_process(tmp_path: Path, engine: st
         done = subprocess.run([sys.executable, "-c", script], stdin=stdin, check=True,
                               capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip() == str(len(records))
+
+
+def read_through_ring(path: Path, slot_bytes: int, slots: int, piece: int) -> tuple[bytes, str]:
+    """All a GunzipStream with this ring gives, read `piece` bytes at a time; why it stopped."""
+    out, target = bytearray(), bytearray(piece)
+    with path.open("rb") as source, gunzip.GunzipStream(source, slot_bytes, slots) as stream:
+        try:
+            while got := stream.readinto(target):
+                out += target[:got]
+        except gunzip.DecompressionError as exc:
+            return bytes(out), str(exc)
+    return bytes(out), ""
+
+
+@pytest.mark.parametrize(("slot_bytes", "slots", "piece"),
+                         [(4096, 1, 1000), (4096, 2, 65_536), (65_536, 3, 4096), (1 << 20, 4, 7)],
+                         ids=["one-slot", "two-slots", "three-slots", "tiny-reads"])
+def test_gzip_larger_than_the_shared_ring(tmp_path: Path, slot_bytes: int, slots: int,
+                                          piece: int) -> None:
+    """The child fills the shared slots far more times than there are slots: it waits for the
+    reader to give each back, and nothing is lost, repeated or reordered."""
+    pcap, _, _ = big_capture(tmp_path)
+    packed = gzipped(pcap, members=3)
+    if piece == 7:  # (7-byte reads of the whole file are slow: a prefix of it)
+        packed.write_bytes(gzip.compress(pcap.read_bytes()[:300_000]))
+    expected = gzip.decompress(packed.read_bytes())
+    assert len(expected) > 3 * slots * slot_bytes or piece == 7
+    assert read_through_ring(packed, slot_bytes, slots, piece) == (expected, "")
+
+
+def test_gzip_damage_after_many_slots_keeps_what_came_before(tmp_path: Path) -> None:
+    pcap, _, _ = big_capture(tmp_path)
+    cut = gzipped(pcap).read_bytes()
+    cut = cut[: len(cut) * 2 // 3]
+    recoverable = zlib.decompressobj(wbits=31).decompress(cut)
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(cut)
+    got, reason = read_through_ring(path, 4096, 2, 10_000)
+    assert got == recoverable and len(got) > 100 * 4096
+    assert "ended before the end-of-stream marker" in reason
+
+
+def test_gzip_reader_leaving_early_ends_the_child(tmp_path: Path) -> None:
+    """A reader that stops (damage found in the capture, an interruption) while the child waits
+    for a free slot: closing the stream ends the child at once."""
+    pcap, _, _ = big_capture(tmp_path)
+    packed = gzipped(pcap)
+    with packed.open("rb") as source:
+        stream = gunzip.GunzipStream(source, 4096, 2)
+        assert stream.readinto(bytearray(100)) == 100
+        stream.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(stream.pid, 0)
+
+
+def test_gzip_ring_of_too_many_slots_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"x"))
+    with path.open("rb") as source, pytest.raises(ValueError, match="slots"):
+        gunzip.GunzipStream(source, 4096, gunzip.MAX_SLOTS + 1)
 
 
 def test_gzip_garbage_after_a_member_is_damage(tmp_path: Path) -> None:
