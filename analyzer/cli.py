@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import os
 import select
@@ -85,6 +86,13 @@ ALL_ROLES = ("control", "key-exchange", "media-relay", "stun", "peer", "dns", "o
 DEFAULT_CHECK_ROLES = tuple(r for r in ALL_ROLES if r != "dns")
 
 
+def _os_error_text(exc: OSError) -> str:
+    """One line: `file: reason` for system errors, else the message (e.g. a failed hash's)."""
+    if exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+
+
 def _countries(text: str) -> tuple[str, ...]:
     codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
     if not codes or any(len(c) != 2 or not c.isalpha() for c in codes):
@@ -145,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         discard_stdout()
         return EXIT_PIPE_CLOSED
     except OSError as exc:
-        print(f"confscope: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        print(f"confscope: error: {_os_error_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
@@ -238,7 +246,9 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
             analysis = analyze(args.captures, settings, advance, hashes)
     else:
         analysis = analyze(args.captures, settings, hashes=hashes)
-    write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings)
+    # the hashes finish while the tables are written
+    collect = functools.partial(analysis.collect_hashes, hashes) if hashes is not None else None
+    write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
     if not args.no_report:
         from dashboards.report import build_report
 

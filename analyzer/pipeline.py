@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ class Settings:
 @dataclass(slots=True)
 class CaptureResult:
     info: CaptureInfo
-    sha256: str
+    sha256: str | None  # None: being hashed by the caller's CaptureHashes (see `analyze`)
     size: int
     tables: dict[str, pd.DataFrame]
     counts: dict[str, object]
@@ -75,13 +75,19 @@ class Analysis:
     def servers(self) -> pd.DataFrame:
         return self.tables["servers"]
 
+    def collect_hashes(self, hashes: CaptureHashes) -> None:
+        """Fill in the SHA-256s `analyze` left to the caller's `hashes` (waits for them)."""
+        for capture in cast(list[dict[str, object]], self.summary.get("captures", [])):
+            if capture["sha256"] is None:
+                capture["sha256"] = hashes.digest(Path(str(capture["file"])))
+
 
 def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(),
                     progress: Progress | None = None,
                     hashes: CaptureHashes | None = None,
                     media_workers: int | None = None) -> CaptureResult:
-    """Run the whole pipeline on one capture file; its SHA-256 comes from `hashes` (started
-    here when not given) unless hashing is off.
+    """Run the whole pipeline on one capture file and, unless hashing is off, its SHA-256:
+    from a hashing process started here, or left pending (None) when the caller gave `hashes`.
 
     `media_workers`: processes that share the media path by flow. Default: what `settings.jobs`
     leaves beyond this process's two threads (the slow path, and reading a batch ahead), so
@@ -91,9 +97,10 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
     own = CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None else None
     try:
         result = _run_pipeline(path, settings, progress, media_workers)
-        hashes = hashes or own
-        if settings.hash_captures and hashes is not None:
-            result.sha256 = hashes.digest(Path(path))
+        if own is not None:
+            result.sha256 = own.digest(Path(path))
+        elif settings.hash_captures:
+            result.sha256 = None
         return result
     finally:
         if own is not None:
@@ -181,8 +188,10 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
             progress: Progress | None = None, hashes: CaptureHashes | None = None) -> Analysis:
     """Analyze captures (in parallel processes when there are several) into one `Analysis`.
 
-    `hashes`: SHA-256s already started by the caller (the CLI starts them before its imports);
-    worker processes hash their own captures.
+    `hashes`: SHA-256s already started by the caller (the CLI starts them before its imports).
+    The summary's `sha256` of those captures stays None until the caller's
+    `Analysis.collect_hashes`, so that the caller can write the tables while hashing finishes.
+    Worker processes hash their own captures.
     """
     files = [Path(p) for p in paths]
     jobs = settings.jobs or os.cpu_count() or 1
@@ -192,14 +201,17 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
         with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
             one = functools.partial(analyze_capture, settings=settings, media_workers=0)
             results = list(pool.map(one, files))
-    else:
-        own = CaptureHashes(files) if settings.hash_captures and hashes is None else None
-        try:
-            results = [analyze_capture(p, settings, progress, hashes or own) for p in files]
-        finally:
-            if own is not None:
-                own.close()
-    return combine(results, settings)
+        return combine(results, settings)
+    own = CaptureHashes(files) if settings.hash_captures and hashes is None else None
+    try:
+        results = [analyze_capture(p, settings, progress, hashes or own) for p in files]
+        analysis = combine(results, settings)
+        if own is not None:
+            analysis.collect_hashes(own)
+        return analysis
+    finally:
+        if own is not None:
+            own.close()
 
 
 def combine(results: list[CaptureResult], settings: Settings) -> Analysis:

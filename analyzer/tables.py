@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -569,9 +570,12 @@ def _coarsest_unit(stamps: np.ndarray) -> TimeUnit:
 
 
 def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
-                  outdir: Path, findings: list[dict[str, object]] | None = None) -> list[Path]:
+                  outdir: Path, findings: list[dict[str, object]] | None = None,
+                  before_summary: Callable[[], None] | None = None) -> list[Path]:
     """Write every table as CSV and Parquet, summary.json and findings.json; each file
-    appears atomically."""
+    appears atomically. `before_summary` runs once the tables are written, before the summary
+    is (the CLI collects the capture hashes there: they finish while the tables are written);
+    if it raises, nothing appears."""
     outdir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".confscope-", dir=outdir))
     written = []
@@ -579,6 +583,8 @@ def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
         for name, table in tables.items():
             _csv_ready(table).to_csv(staging / f"{name}.csv", index=False)
             _parquet_ready(table).to_parquet(staging / f"{name}.parquet", index=False)
+        if before_summary is not None:
+            before_summary()
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         if findings is not None:
             document = {"format_version": summary.get("format_version"), "findings": findings}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import struct
@@ -111,7 +112,7 @@ def test_outputs_and_summary(tmp_path: Path, capture: Path) -> None:
         assert len(csv_frame) == len(parquet_frame)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format_version"] == 1
-    assert len(summary["captures"][0]["sha256"]) == 64
+    assert summary["captures"][0]["sha256"] == hashlib.sha256(capture.read_bytes()).hexdigest()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
 
 

@@ -1,8 +1,10 @@
-"""The capture hashes of summary.json: right digests, errors passed on, low priority."""
+"""The capture hashes of summary.json: right digests, errors passed on, low priority, and
+collected only once the tables are written."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from analyzer import provenance
+from analyzer.pipeline import Settings, analyze
 from analyzer.provenance import CaptureHashes, file_sha256
+from analyzer.tables import write_outputs
+
+SAMPLE = Path(__file__).resolve().parents[1] / "captures" / "sip_rtp.pcap"
 
 
 def _write(path: Path, size: int) -> bytes:
@@ -81,3 +87,66 @@ def test_close_stops_a_child_still_hashing(tmp_path: Path) -> None:
     assert hashes._child is not None
     hashes.close()
     assert hashes._child.poll() is not None
+
+
+def test_hashes_started_by_the_caller_are_collected_by_the_caller() -> None:
+    """`analyze` does not wait for hashes it did not start (the CLI collects them while it
+    writes the tables); one it starts itself it waits for."""
+    expected = hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    hashes = CaptureHashes([SAMPLE])
+    try:
+        analysis = analyze([SAMPLE], Settings(jobs=1), hashes=hashes)
+        captures = analysis.summary["captures"]
+        assert isinstance(captures, list) and captures[0]["sha256"] is None
+        analysis.collect_hashes(hashes)
+        assert captures[0]["sha256"] == expected
+    finally:
+        hashes.close()
+    own = analyze([SAMPLE], Settings(jobs=1)).summary["captures"]
+    assert isinstance(own, list) and own[0]["sha256"] == expected
+    unhashed = analyze([SAMPLE], Settings(jobs=1, hash_captures=False)).summary["captures"]
+    assert isinstance(unhashed, list) and unhashed[0]["sha256"] == ""
+
+
+def test_summary_hook_runs_once_the_tables_are_staged(tmp_path: Path) -> None:
+    analysis = analyze([SAMPLE], Settings(jobs=1, hash_captures=False))
+    staged: list[str] = []
+
+    def hook() -> None:
+        (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".confscope-")]
+        staged.extend(sorted(p.name for p in staging.iterdir()))
+        analysis.summary["captures"][0]["sha256"] = "collected"  # type: ignore[index]
+
+    write_outputs(analysis.tables, analysis.summary, tmp_path, analysis.findings, hook)
+    assert staged == sorted(f"{name}.{kind}" for name in analysis.tables
+                            for kind in ("csv", "parquet"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["captures"][0]["sha256"] == "collected"
+
+
+def test_a_hash_that_fails_leaves_no_outputs(tmp_path: Path) -> None:
+    analysis = analyze([SAMPLE], Settings(jobs=1, hash_captures=False))
+
+    def hook() -> None:
+        raise OSError("capture.pcap: cannot hash (Input/output error)")
+
+    with pytest.raises(OSError, match="cannot hash"):
+        write_outputs(analysis.tables, analysis.summary, tmp_path, analysis.findings, hook)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_a_failed_hash_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The hash is collected after the tables are written: a failure there is still one line
+    and exit status 2, and no output appears."""
+    from analyzer import cli
+
+    def failing(self: CaptureHashes, path: Path) -> str:
+        raise OSError(f"{path}: cannot hash (Input/output error)")
+
+    monkeypatch.setattr(CaptureHashes, "digest", failing)
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(SAMPLE), "-o", str(out), "--no-report", "-q"]) == 2
+    error = capsys.readouterr().err
+    assert error == f"confscope: error: {SAMPLE}: cannot hash (Input/output error)\n"
+    assert not out.exists() or list(out.iterdir()) == []
