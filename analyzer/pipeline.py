@@ -117,7 +117,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
     inspector.on_mode_inputs = media.mode_inputs_changed
-    fragments = 0
+    fragments, read = 0, 0
     timeline = Timeline()
 
     def accounted() -> Iterator[tuple[PacketBatch, PacketColumns, FlowAssignment]]:
@@ -145,8 +145,9 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
                 pool.submit(batch, media.select(cols, assign))
             else:
                 media.process(batch, cols, assign)
-            if progress is not None:
-                progress(int(batch.caplen.sum()) + 16 * len(batch))
+            if progress is not None and batch.file_read > read:
+                progress(batch.file_read - read)  # file bytes: the bar's total is file sizes
+                read = batch.file_read
         flows.settle()
         inspector.defrag.finish()
         if pool is not None:

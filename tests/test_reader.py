@@ -810,3 +810,19 @@ def test_mapped_and_streamed_reading_agree(tmp_path: Path, cut: int,
             assert mapped.records == streamed.records and mapped.frames == streamed.frames
             assert mapped.info == streamed.info
             assert (mapped.info.damage is None) == (cut == 0)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["pcap", "gzip"])
+def test_progress_adds_up_to_the_file_size(tmp_path: Path, compress: bool) -> None:
+    """The progress bar's total is the capture's size on disk: what the pipeline reports adds
+    up to it, for a gzip capture in compressed bytes (counting decompressed ones overshot)."""
+    from analyzer.pipeline import Settings, analyze_capture
+
+    pcap, _, _ = big_capture(tmp_path)
+    path = gzipped(pcap) if compress else pcap
+    steps: list[int] = []
+    analyze_capture(path, Settings(chunk_bytes=65_536, jobs=1, hash_captures=False),
+                    steps.append)
+    assert sum(steps) == path.stat().st_size
+    assert all(step > 0 for step in steps)
+    assert compress or len(steps) > 10

@@ -25,6 +25,8 @@ class PacketBatch:
     # not a packet (a pcapng block Wireshark counts as a frame, e.g. a custom block)
     file_offset: int = -1  # where `buffer` starts in the capture file when it is a view of
     # the file's mapping (another process may map the file and see the same bytes), else -1
+    file_read: int = -1  # bytes of the capture file read through this batch (of the
+    # compressed file for a gzip capture), for progress; -1: not known (a pipe)
 
     def __len__(self) -> int:
         return int(self.frame.size)

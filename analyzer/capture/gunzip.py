@@ -69,6 +69,7 @@ class GunzipStream(io.RawIOBase):
             raise ValueError(f"{slots} slots of {slot_bytes} bytes: 1 to {MAX_SLOTS} slots")
         fd = source.fileno()
         os.lseek(fd, source.tell(), os.SEEK_SET)  # a buffered reader may have read ahead
+        self._source_fd = fd
         self._slot_bytes, self._slots = slot_bytes, slots
         ring_fd = _shared_ring_fd(slots * slot_bytes)
         try:
@@ -91,6 +92,14 @@ class GunzipStream(io.RawIOBase):
     def pid(self) -> int:
         """The decompressing child's process id."""
         return int(self._child.pid)
+
+    def source_position(self) -> int:
+        """How far the child has read the compressed file (they share its file offset); -1
+        for a pipe."""
+        try:
+            return os.lseek(self._source_fd, 0, os.SEEK_CUR)
+        except OSError:
+            return -1
 
     def readable(self) -> bool:
         return True

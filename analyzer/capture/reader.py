@@ -29,7 +29,7 @@ from analyzer.capture.formats import (
     WalkResult,
     sniff_format,
 )
-from analyzer.capture.gunzip import DecompressionError, open_gunzip
+from analyzer.capture.gunzip import DecompressionError, GunzipStream, open_gunzip
 from analyzer.errors import CaptureFormatError, ConfscopeError
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
@@ -109,6 +109,18 @@ def drop_pages(mapped: mmap.mmap, dropped: int, keep_from: int) -> int:
         mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
         return upto
     return dropped
+
+
+def file_position(stream: io.BufferedIOBase) -> int:
+    """How far into the capture file reading has got (into the compressed file, for gzip,
+    which the decompressing child reads); -1 where that cannot be told (a pipe)."""
+    raw = getattr(stream, "raw", None)
+    if isinstance(raw, GunzipStream):
+        return raw.source_position()
+    try:
+        return stream.tell()
+    except OSError:
+        return -1
 
 
 def read_upto(stream: io.BufferedIOBase, size: int) -> tuple[bytes, str]:
@@ -208,7 +220,9 @@ class CaptureReader:
             result = walker.walk(view[:end], start)
             self._note_walker(walker)
             if len(result.records.data_offset):
-                yield self._to_batch(view[:end], result)
+                batch = self._to_batch(view[:end], result)
+                batch.file_read = file_position(stream)
+                yield batch
             if result.error:
                 self._damage(file_offset + result.stop, result.error)
                 return
@@ -240,6 +254,7 @@ class CaptureReader:
             if len(result.records.data_offset):
                 batch = self._to_batch(data[offset:end], result)
                 batch.file_offset = offset
+                batch.file_read = offset + result.stop
                 yield batch
                 handed.append(offset)
                 dropped = drop_pages(mapped, dropped, handed[0])
