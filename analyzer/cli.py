@@ -230,12 +230,15 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -> int:
-    from analyzer.pipeline import analyze
-    from analyzer.tables import write_outputs
-
-    gc.freeze()  # the imports' objects live until exit: spare the collector from walking them
-    # the pipeline makes few reference cycles: collect the young generation less often
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    gc.disable()  # the imports make objects that live until exit: collecting them is waste
+    try:
+        from analyzer.pipeline import analyze
+        from analyzer.tables import write_outputs
+    finally:
+        gc.freeze()  # and spare the collector from walking them later
+        # the pipeline makes few reference cycles: collect the young generation less often
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        gc.enable()
     settings = _settings(args)
     total = sum(p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES

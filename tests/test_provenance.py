@@ -150,3 +150,31 @@ def test_cli_reports_a_failed_hash_in_one_line(tmp_path: Path, monkeypatch: pyte
     error = capsys.readouterr().err
     assert error == f"confscope: error: {SAMPLE}: cannot hash (Input/output error)\n"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_collector_is_back_on_after_the_imports(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI turns garbage collection off for its heavy imports (their objects live until
+    exit); it must be on again, with the pipeline's threshold, for the analysis."""
+    import argparse
+    import gc
+
+    from analyzer import cli
+
+    seen: list[tuple[bool, int]] = []
+    original = cli._settings
+
+    def settings_spy(args: argparse.Namespace) -> Settings:
+        seen.append((gc.isenabled(), gc.get_threshold()[0]))
+        return original(args)
+
+    monkeypatch.setattr(cli, "_settings", settings_spy)
+    threshold = gc.get_threshold()
+    try:
+        out = tmp_path / "out"
+        assert cli.main(["analyze", str(SAMPLE), "-o", str(out), "--no-report", "-q"]) == 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    assert seen == [(True, cli.GC_YOUNG_THRESHOLD)]
+    assert gc.isenabled()
