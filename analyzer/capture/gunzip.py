@@ -74,7 +74,7 @@ class GunzipStream(io.RawIOBase):
         ring_fd = _shared_ring_fd(slots * slot_bytes)
         try:
             self._ring = mmap.mmap(ring_fd, slots * slot_bytes)
-            self._child = subprocess.Popen(
+            self._child = subprocess.Popen(  # (a failure leaves the mapping to the collector)
                 # -I: the standard library (and site-packages for isal) only, whatever the folder
                 [sys.executable, "-I", __file__, str(fd), str(ring_fd), str(slot_bytes),
                  str(slots)], bufsize=0,
@@ -151,7 +151,7 @@ class GunzipStream(io.RawIOBase):
         return int(pipe.fileno())
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and hasattr(self, "_view"):  # (not when __init__ failed)
             if self._child.poll() is None:
                 self._child.kill()
             self._child.communicate()
