@@ -2,6 +2,7 @@
 
     python -m bench.run CAPTURE [--runs 5] [--jobs N] [--out docs/benchmarks.md]
     python -m bench.run [CAPTURE] --memory-check [--big-capture PATH] [--big-size 10G]
+    python -m bench.run CAPTURE --formats [--runs 5] [--jobs N]
 
 Each tool runs once untimed (warm page cache), then the tools take turns, run by run
 (A B C D A B C D ...). Wall time is taken around the child; CPU time (user + sys) and peak RSS
@@ -9,8 +10,10 @@ come from the child's own resource usage (os.wait4). Because confscope may fork 
 summed RSS of the child's process tree is also sampled from /proc every 50 ms.
 
 With --memory-check only the memory check runs: confscope once on a big capture (made on demand,
-deleted afterwards) and, for comparison, once on CAPTURE if given. The timing and the memory
-check each rewrite their own section of the output file.
+deleted afterwards) and, for comparison, once on CAPTURE if given. With --formats, confscope
+alone, in turns, on CAPTURE and on the same packets as pcapng and as gzip-compressed pcap (made
+with CAPTURE's generator arguments, deleted afterwards). The timing, the memory check and the
+formats check each rewrite their own section of the output file.
 """
 
 from __future__ import annotations
@@ -409,6 +412,80 @@ def memory_check(big: Path, size: str, jobs: int, keep: bool, reference: Path | 
             big.unlink(missing_ok=True)
 
 
+# --- the formats check ---------------------------------------------------------------------
+
+
+def format_variants(capture: Path) -> list[tuple[str, Path, list[str]]]:
+    """(label, path, generator arguments) of the same packets as pcapng and as gzip'd pcap."""
+    info = capture_info(capture)
+    if "seed" not in info or info.get("file_format") != "pcap" or info.get("gzip"):
+        raise SystemExit(f"{capture}: --formats needs an uncompressed pcap made by "
+                         "bench.make_capture (its CAPTURE.json gives the arguments)")
+    same = ["--packets", str(info["packets"]), "--seed", str(info["seed"]),
+            "--calls", str(info["calls"])]
+    return [("pcapng", capture.with_suffix(".formats.pcapng"), [*same, "--format", "pcapng"]),
+            ("gzip", capture.with_suffix(".formats.pcap.gz"), [*same, "--format", "pcap",
+                                                              "--gzip"])]
+
+
+def time_inputs(inputs: list[tuple[str, Path]], runs: int, jobs: int) -> list[Result]:
+    """confscope on each input in turn (one untimed warm-up each), `runs` rounds."""
+    tool = TOOLS[0]
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
+        logs = Path(tmp)
+        results = [warm_up(Tool(label, tool.argv), path, jobs, logs) for label, path in inputs]
+        for run in range(runs):
+            for result, (label, path) in zip(results, inputs, strict=True):
+                if result.available:
+                    sample = run_tool(result.tool, path, jobs, logs / f"{label}.stderr")
+                    result.samples.append(sample)
+                    print(f"run {run + 1}/{runs} {label}: {sample.wall_s:.2f} s", file=sys.stderr)
+    return results
+
+
+def formats_section(inputs: list[tuple[str, Path]], results: list[Result], made: list[str],
+                    runs: int, jobs: int) -> str:
+    rows = ["| input | file (MB) | wall, median (s) | wall, min-max (s) | CPU user+sys (s) "
+            "| tree RSS (MB) | runs |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for (label, path), r in zip(inputs, results, strict=True):
+        size = f"{path.stat().st_size / MB:,.1f}"
+        if not r.available or not r.samples:
+            rows.append(f"| {label} | {size} | not available ({r.note}) | | | | 0 |")
+            continue
+        walls = [s.wall_s for s in r.samples]
+        rows.append(f"| {label} | {size} | {r.median('wall_s'):.2f} | {min(walls):.2f}-"
+                    f"{max(walls):.2f} | {r.median('cpu_s'):.2f} | {fmt_mb(r.median('tree_rss'))} "
+                    f"| {len(walls)} |")
+    base = results[0]
+    ratios = [f"* {r.tool.name} / pcap wall time: "
+              f"**{r.median('wall_s') / base.median('wall_s'):.2f}x**"
+              for r in results[1:] if r.available and r.samples and base.samples]
+    today = datetime.date.today().isoformat()
+    return "\n".join([
+        f"## Formats ({today})", "",
+        f"confscope `analyze --no-report --jobs {jobs}` on the same packets in three forms, in "
+        f"turns, medians of {runs} runs after one warm-up each (`python -m bench.run "
+        f"{shlex.quote(str(inputs[0][1]))} --formats --runs {runs} --jobs {jobs}`). Made for "
+        "the check and not kept: " + "; ".join(made) + ".", "", *rows, "", *ratios,
+    ])
+
+
+def formats_check(capture: Path, runs: int, jobs: int) -> str:
+    variants = format_variants(capture)
+    made = []
+    try:
+        for label, path, args in variants:
+            subprocess.run([sys.executable, "-m", "bench.make_capture", str(path), *args],
+                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            made.append(f"{label}: `python -m bench.make_capture {path.name} {shlex.join(args)}`")
+        inputs = [("pcap", capture), *[(label, path) for label, path, _ in variants]]
+        return formats_section(inputs, time_inputs(inputs, runs, jobs), made, runs, jobs)
+    finally:
+        for _, path, _ in variants:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".json").unlink(missing_ok=True)
+
+
 # --- the output file -----------------------------------------------------------------------
 
 HEADER = """# Benchmarks
@@ -445,8 +522,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big-capture", type=Path, default=WORK / "capture-10G.pcap")
     parser.add_argument("--big-size", default="10G")
     parser.add_argument("--keep-big", action="store_true", help="keep a big capture made here")
+    parser.add_argument("--formats", action="store_true",
+                        help="time confscope on CAPTURE as pcap, pcapng and gzip'd pcap")
     args = parser.parse_args(argv)
-    if args.capture is None and not args.memory_check:
+    if args.capture is None and (args.formats or not args.memory_check):
         parser.error("give a CAPTURE to time, or --memory-check")
     return args
 
@@ -462,7 +541,9 @@ def compile_bytecode() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     compile_bytecode()
-    if args.capture is not None and not args.memory_check:
+    if args.formats:
+        write_section(args.out, "formats", formats_check(args.capture, args.runs, args.jobs))
+    elif args.capture is not None and not args.memory_check:
         wanted = set(args.tools.split(","))
         results = time_tools(args.capture, args.runs, args.jobs,
                              [t for t in TOOLS if t.name in wanted])

@@ -361,3 +361,26 @@ def test_runner_writes_its_section(capture: tuple[Path, dict], tmp_path: Path) -
     wall, cpu, rss, runs = float(cells[0]), float(cells[2]), cells[3], cells[-1]
     assert 0 <= wall < 10 and cpu >= 0 and int(rss.replace(",", "")) > 0 and runs == "2"
     assert f"{PACKETS:,} packets" in text and "cat " + str(capture[0]) in text
+
+
+def test_runner_times_the_formats(capture: tuple[Path, dict], tmp_path: Path) -> None:
+    """--formats times confscope on the capture and on the same packets as pcapng and as gzip,
+    reports the ratios, and keeps none of the captures it made."""
+    source = tmp_path / "mix.pcap"
+    shutil.copy(capture[0], source)
+    shutil.copy(capture[0].with_name("mix.pcap.json"), tmp_path / "mix.pcap.json")
+    out = tmp_path / "benchmarks.md"
+    subprocess.run([sys.executable, "-m", "bench.run", str(source), "--formats", "--runs", "1",
+                    "--jobs", "2", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    text = out.read_text()
+    assert text.count("<!-- formats:begin -->") == 1 and "not available" not in text
+    rows = [line.split("|") for line in text.splitlines()
+            if line.startswith(("| pcap ", "| pcapng ", "| gzip "))]
+    assert [row[1].strip() for row in rows] == ["pcap", "pcapng", "gzip"]
+    sizes = {row[1].strip(): float(row[2].replace(",", "")) for row in rows}
+    assert sizes["gzip"] < sizes["pcap"] <= sizes["pcapng"]
+    assert all(0 < float(row[3]) < 60 for row in rows)
+    assert "pcapng / pcap wall time" in text and "gzip / pcap wall time" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md", "mix.pcap",
+                                                         "mix.pcap.json"]
