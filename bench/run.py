@@ -184,15 +184,21 @@ def warm_up(tool: Tool, capture: Path, jobs: int, logs: Path) -> Result:
 
 
 def time_tools(capture: Path, runs: int, jobs: int, tools: Sequence[Tool]) -> list[Result]:
+    return time_in_turns([(tool, capture) for tool in tools], runs, jobs)
+
+
+def time_in_turns(entries: Sequence[tuple[Tool, Path]], runs: int, jobs: int) -> list[Result]:
+    """Each (tool, capture) once untimed, then all of them in turn, `runs` rounds."""
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
         logs = Path(tmp)
-        results = [warm_up(t, capture, jobs, logs) for t in tools]
+        results = [warm_up(tool, capture, jobs, logs) for tool, capture in entries]
         for run in range(runs):
-            for result in (r for r in results if r.available):
-                sample = run_tool(result.tool, capture, jobs, logs / f"{result.tool.name}.stderr")
-                result.samples.append(sample)
-                print(f"run {run + 1}/{runs} {result.tool.name}: {sample.wall_s:.2f} s",
-                      file=sys.stderr)
+            for result, (tool, capture) in zip(results, entries, strict=True):
+                if result.available:
+                    sample = run_tool(tool, capture, jobs, logs / f"{tool.name}.stderr")
+                    result.samples.append(sample)
+                    print(f"run {run + 1}/{runs} {tool.name}: {sample.wall_s:.2f} s",
+                          file=sys.stderr)
     return results
 
 
@@ -256,14 +262,19 @@ def results_table(results: list[Result], packets: int) -> list[str]:
         if not r.available:
             rows.append(f"| {r.tool.name} | not available ({r.note}) | | | | | | 0 |")
             continue
-        walls = [s.wall_s for s in r.samples]
-        wall = r.median("wall_s")
         rows.append(
-            f"| {r.tool.name} | {wall:.2f} | {min(walls):.2f}-{max(walls):.2f} "
-            f"| {r.median('cpu_s'):.2f} | {fmt_mb(r.median('maxrss'))} "
-            f"| {fmt_mb(r.median('tree_rss'))} | {packets / wall:,.0f} | {len(walls)} |"
+            f"| {r.tool.name} | {wall_cells(r)} | {fmt_mb(r.median('maxrss'))} "
+            f"| {fmt_mb(r.median('tree_rss'))} | {packets / r.median('wall_s'):,.0f} "
+            f"| {len(r.samples)} |"
         )
     return rows
+
+
+def wall_cells(r: Result) -> str:
+    """Wall median, wall min-max and CPU median, as table cells."""
+    walls = [s.wall_s for s in r.samples]
+    return (f"{r.median('wall_s'):.2f} | {min(walls):.2f}-{max(walls):.2f} "
+            f"| {r.median('cpu_s'):.2f}")
 
 
 def ratio_lines(results: list[Result]) -> list[str]:
@@ -428,21 +439,6 @@ def format_variants(capture: Path) -> list[tuple[str, Path, list[str]]]:
                                                               "--gzip"])]
 
 
-def time_inputs(inputs: list[tuple[str, Path]], runs: int, jobs: int) -> list[Result]:
-    """confscope on each input in turn (one untimed warm-up each), `runs` rounds."""
-    tool = TOOLS[0]
-    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
-        logs = Path(tmp)
-        results = [warm_up(Tool(label, tool.argv), path, jobs, logs) for label, path in inputs]
-        for run in range(runs):
-            for result, (label, path) in zip(results, inputs, strict=True):
-                if result.available:
-                    sample = run_tool(result.tool, path, jobs, logs / f"{label}.stderr")
-                    result.samples.append(sample)
-                    print(f"run {run + 1}/{runs} {label}: {sample.wall_s:.2f} s", file=sys.stderr)
-    return results
-
-
 def formats_section(inputs: list[tuple[str, Path]], results: list[Result], made: list[str],
                     runs: int, jobs: int) -> str:
     rows = ["| input | file (MB) | wall, median (s) | wall, min-max (s) | CPU user+sys (s) "
@@ -452,10 +448,8 @@ def formats_section(inputs: list[tuple[str, Path]], results: list[Result], made:
         if not r.available or not r.samples:
             rows.append(f"| {label} | {size} | not available ({r.note}) | | | | 0 |")
             continue
-        walls = [s.wall_s for s in r.samples]
-        rows.append(f"| {label} | {size} | {r.median('wall_s'):.2f} | {min(walls):.2f}-"
-                    f"{max(walls):.2f} | {r.median('cpu_s'):.2f} | {fmt_mb(r.median('tree_rss'))} "
-                    f"| {len(walls)} |")
+        rows.append(f"| {label} | {size} | {wall_cells(r)} | {fmt_mb(r.median('tree_rss'))} "
+                    f"| {len(r.samples)} |")
     base = results[0]
     ratios = [f"* {r.tool.name} / pcap wall time: "
               f"**{r.median('wall_s') / base.median('wall_s'):.2f}x**"
@@ -479,7 +473,9 @@ def formats_check(capture: Path, runs: int, jobs: int) -> str:
                            cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             made.append(f"{label}: `python -m bench.make_capture {path.name} {shlex.join(args)}`")
         inputs = [("pcap", capture), *[(label, path) for label, path, _ in variants]]
-        return formats_section(inputs, time_inputs(inputs, runs, jobs), made, runs, jobs)
+        timed = time_in_turns([(Tool(label, TOOLS[0].argv), path) for label, path in inputs],
+                              runs, jobs)
+        return formats_section(inputs, timed, made, runs, jobs)
     finally:
         for _, path, _ in variants:
             path.unlink(missing_ok=True)

@@ -83,6 +83,8 @@ class GunzipStream(io.RawIOBase):
             )
         finally:
             os.close(ring_fd)  # the mapping and the child keep what they need
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._notes, self._credits = self._child.stdout.fileno(), self._child.stdin.fileno()
         self._view = memoryview(self._ring)
         self._slot, self._at, self._left = END, 0, 0
         self._problem: DecompressionError | None = None
@@ -118,20 +120,17 @@ class GunzipStream(io.RawIOBase):
         """Wait for the child's next full slot; False at the end of its output."""
         if self._ended:
             return False
-        note = _read_exactly(self._pipe_fd("stdout"), NOTE.size)
+        note = _read_exactly(self._notes, NOTE.size)
         slot, size = NOTE.unpack(note) if len(note) == NOTE.size else (END, 0)
-        if slot == END or not 0 <= slot < self._slots or size > self._slot_bytes:
+        if not 0 <= slot < self._slots or not 0 < size <= self._slot_bytes:  # END, or cut short
             self._ended = True
             return False
         self._slot, self._at, self._left = slot, slot * self._slot_bytes, size
-        if size == 0:
-            self._free(slot)
-            return self._next_slot()
         return True
 
     def _free(self, slot: int) -> None:
         with contextlib.suppress(BrokenPipeError):  # the child has finished: it needs no room
-            os.write(self._pipe_fd("stdin"), bytes([slot]))
+            os.write(self._credits, bytes([slot]))
 
     def _end(self) -> int:
         """After the child's last slot: its reason when it stopped on damage, else 0."""
@@ -144,11 +143,6 @@ class GunzipStream(io.RawIOBase):
         if self._problem is not None:
             raise self._problem
         return 0
-
-    def _pipe_fd(self, name: str) -> int:
-        pipe = getattr(self._child, name)
-        assert pipe is not None
-        return int(pipe.fileno())
 
     def close(self) -> None:
         if not self.closed and hasattr(self, "_view"):  # (not when __init__ failed)
