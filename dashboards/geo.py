@@ -26,6 +26,7 @@ from typing import Any
 
 import airportsdata
 import countryinfo
+import numpy as np
 import pycountry
 
 WORLD_TOPOJSON_NAME = "world_110m"  # the name plotly.js looks up for scope 'world', 110m
@@ -260,16 +261,51 @@ def enclosing_gap(chain: Ring, centre: Point) -> Gap | None:
     """The hole, or the narrowest-mouthed bay, of a coast chain around a centre."""
     if ring_area(chain) > 0 and contains(chain, centre):
         return Gap(chain, None)
-    start = max(range(len(chain) - 1), key=lambda k: distance(chain[k], centre))
+    start = _farthest(chain[:-1], centre)
     points = chain[start:-1] + chain[: start + 1]  # the same ring, from far from the centre
-    near = [k for k, p in enumerate(points) if distance(p, centre) <= BAY_SEARCH_RADIUS]
-    mouths = sorted((distance(points[i], points[j]), i, j) for i in near for j in near
-                    if j > i + 1 and distance(points[i], points[j]) <= MAX_BAY_MOUTH)
-    for width, i, j in mouths:
+    for width, i, j in _mouths(points, centre):
         bay = (*points[i: j + 1], points[i])
         if ring_area(bay) > 0 and contains(bay, centre):
             return Gap(bay, (points[j], points[i]) if width else None)
     return None
+
+
+# numpy picks candidates with this relative slack on squared distances; `distance` decides, so
+# the answers are those of comparing every `distance` (rounding is far below the slack)
+SLACK = 1e-9
+
+
+def _farthest(points: Sequence[Point], centre: Point) -> int:
+    """The first of the points farthest from the centre."""
+    square = ((np.asarray(points) - centre) ** 2).sum(axis=1)
+    candidates = np.flatnonzero(square >= square.max() * (1 - SLACK)).tolist()
+    return max(candidates, key=lambda k: distance(points[k], centre))
+
+
+def _mouths(points: Sequence[Point], centre: Point) -> list[tuple[float, int, int]]:
+    """The chords (width, i, j), j > i + 1, at most MAX_BAY_MOUTH wide between points within
+    BAY_SEARCH_RADIUS of the centre, narrowest first."""
+    xy = np.asarray(points)
+    square = ((xy - centre) ** 2).sum(axis=1)
+    near = [k for k in np.flatnonzero(square <= BAY_SEARCH_RADIUS**2 * (1 + SLACK)).tolist()
+            if distance(points[k], centre) <= BAY_SEARCH_RADIUS]
+    at = np.array(near, np.int64)
+    gaps = ((xy[at, None, :] - xy[None, at, :]) ** 2).sum(axis=2)
+    pairs = (gaps <= MAX_BAY_MOUTH**2 * (1 + SLACK)) & (at[None, :] > at[:, None] + 1)
+    chords = ((distance(points[i], points[j]), i, j)
+              for i, j in zip(at[pairs.nonzero()[0]].tolist(), at[pairs.nonzero()[1]].tolist(),
+                              strict=True))
+    return sorted(c for c in chords if c[0] <= MAX_BAY_MOUTH)
+
+
+def _box(ring: Ring, margin: float) -> tuple[float, float, float, float]:
+    """The ring's bounding box grown by `margin` on every side."""
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    return min(xs) - margin, min(ys) - margin, max(xs) + margin, max(ys) + margin
+
+
+def _inside(point: Point, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,9 +355,11 @@ class TopologyBuilder:
         unshared = [e for ring in self.rings for e in ring_edges(ring)
                     if len(self.owners[edge_key(*e)]) == 1]
         coasts = chains(unshared)
+        boxes = [_box(chain, BAY_SEARCH_RADIUS + 1) for chain in coasts]  # (+1: preselects)
         found: dict[frozenset[Point], Gap] = {}
         for missing in self.missing:
-            for gap in filter(None, (enclosing_gap(c, missing.centre) for c in coasts)):
+            near = (c for c, box in zip(coasts, boxes, strict=True) if _inside(missing.centre, box))
+            for gap in filter(None, (enclosing_gap(c, missing.centre) for c in near)):
                 if self._explained(gap.ring):
                     found.setdefault(frozenset(gap.ring), gap)
         return list(found.values())

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from countryinfo import CountryInfo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.errors import ConfscopeError
 from analyzer.pipeline import Settings, analyze
@@ -532,6 +534,23 @@ def test_world_topology_land_fills_the_gaps_of_missing_outlines(
     assert in_polygons(PARIS, land) and in_polygons(BEIJING, land)
     assert not in_polygons(ATLANTIC, land) and not in_polygons(CASPIAN, land)
     assert not geo.has_shape("HUN") and not geo.has_shape("SGP") and geo.has_shape("CHN")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-40, 40), st.integers(-40, 40)), min_size=3, max_size=60),
+       st.integers(-40, 40), st.integers(-40, 40), st.sampled_from([1.0, 0.25, 0.5]))
+def test_bay_search_equals_comparing_every_distance(
+        grid: list[tuple[int, int]], cx: int, cy: int, step: float) -> None:
+    """numpy only preselects: the farthest point and the mouths are those found by comparing
+    every `distance`, ties included (points on a coarse grid give many equal distances)."""
+    points = tuple((x * step, y * step) for x, y in grid)
+    centre = (cx * step, cy * step)
+    farthest = max(range(len(points)), key=lambda k: geo.distance(points[k], centre))
+    assert geo._farthest(points, centre) == farthest
+    near = [k for k, p in enumerate(points) if geo.distance(p, centre) <= geo.BAY_SEARCH_RADIUS]
+    mouths = sorted((geo.distance(points[i], points[j]), i, j) for i in near for j in near
+                    if j > i + 1 and geo.distance(points[i], points[j]) <= geo.MAX_BAY_MOUTH)
+    assert geo._mouths(points, centre) == mouths
 
 
 def test_countries_carry_countryinfo_centres(topology: dict[str, Any]) -> None:
