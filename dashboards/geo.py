@@ -292,9 +292,9 @@ def _mouths(points: Sequence[Point], centre: Point) -> list[tuple[float, int, in
     at = np.array(near, np.int64)
     gaps = ((xy[at, None, :] - xy[None, at, :]) ** 2).sum(axis=2)
     pairs = (gaps <= MAX_BAY_MOUTH**2 * (1 + SLACK)) & (at[None, :] > at[:, None] + 1)
+    rows, cols = pairs.nonzero()
     chords = ((distance(points[i], points[j]), i, j)
-              for i, j in zip(at[pairs.nonzero()[0]].tolist(), at[pairs.nonzero()[1]].tolist(),
-                              strict=True))
+              for i, j in zip(at[rows].tolist(), at[cols].tolist(), strict=True))
     return sorted(c for c in chords if c[0] <= MAX_BAY_MOUTH)
 
 
