@@ -228,13 +228,18 @@ class EcbDetector:
 
     def add(self, stream_id: np.ndarray, frame: np.ndarray, buffer: np.ndarray,
             payload_offset: np.ndarray, payload_length: np.ndarray,
-            header_bytes_hash: np.ndarray | None = None) -> None:
-        """Keep the payloads of one batch (see the module doc for what a payload is)."""
+            header_bytes_hash: np.ndarray | None = None,
+            captured_length: np.ndarray | None = None) -> None:
+        """Keep the payloads of one batch (see the module doc for what a payload is).
+
+        `payload_length` is each payload's length on the wire; `captured_length`, when the
+        capture holds less of some (snap length, IP fragments), how many bytes `buffer` holds.
+        """
         ids = np.asarray(stream_id, dtype=np.int64).ravel()
         if ids.size == 0:
             return
         cols = self._batch_columns(ids, frame, buffer, payload_offset, payload_length,
-                                   header_bytes_hash)
+                                   header_bytes_hash, captured_length)
         order = np.argsort(ids, kind="stable")
         present, first = np.unique(ids[order], return_index=True)
         for sid, rows in zip(present.tolist(), np.split(order, first[1:]), strict=True):
@@ -243,19 +248,20 @@ class EcbDetector:
             self._results.clear()
 
     def _batch_columns(self, ids: np.ndarray, frame: np.ndarray, buffer: np.ndarray,
-                       offset: np.ndarray, length: np.ndarray, header_hash: np.ndarray | None
-                       ) -> dict[str, np.ndarray]:
+                       offset: np.ndarray, length: np.ndarray, header_hash: np.ndarray | None,
+                       captured: np.ndarray | None) -> dict[str, np.ndarray]:
         buf = np.asarray(buffer, dtype=np.uint8).ravel()
         at = np.asarray(offset, dtype=np.int64).ravel()
         wire = np.maximum(np.asarray(length, dtype=np.int64).ravel(), 0)
+        held = wire if captured is None else np.asarray(captured, dtype=np.int64).ravel()
         hh = (np.zeros(ids.size, np.uint64) if header_hash is None
               else np.asarray(header_hash).ravel().astype(np.uint64))
         frames = np.asarray(frame, dtype=np.int64).ravel()
-        if not all(a.size == ids.size for a in (at, wire, hh, frames)):
+        if not all(a.size == ids.size for a in (at, wire, hh, frames, held)):
             raise ValueError("EcbDetector.add: all per-packet arrays must have the same length")
         inside = (at >= 0) & (at <= buf.size)
         room = np.where(inside, buf.size - np.clip(at, 0, buf.size), 0)
-        stored = np.minimum(np.minimum(wire, room), self.max_bytes_per_packet)
+        stored = np.clip(np.minimum(np.minimum(wire, held), room), 0, self.max_bytes_per_packet)
         return {"buffer": buf, "at": at, "stored": stored, "length": wire, "frame": frames,
                 "header_hash": hh}
 

@@ -51,7 +51,7 @@ class Inspector:
         self.capture = capture
         self.facts: list[FlowFacts] = []
         self.sessions = SessionRecorder(self)
-        self._tcp_done = np.zeros(0, dtype=bool)  # per flow * 2 + direction
+        self._tcp_done = np.zeros(1024, dtype=bool)  # per flow * 2 + direction (non-TCP: 0)
         self._quic_seen: dict[int, int] = {}
         self._quic = quic.QuicInitialAssembler()
         self.defrag = Defragmenter()

@@ -29,7 +29,7 @@ from analyzer.decode.rtp import rtp_header_columns
 from analyzer.ecb import EcbDetector, EcbResult
 from analyzer.facts import CaptureFacts, FlowFacts, SdpMedia
 from analyzer.flows import Flow, FlowAssignment, FlowTable
-from analyzer.packets import PROTO_UDP, Gather, PacketColumns
+from analyzer.packets import PROTO_UDP, Gather, PacketColumns, uncaptured_udp_bytes
 from analyzer.rtpstats import StreamSet, StreamStatistics
 
 ENCAP_PLAIN, ENCAP_TURN, ENCAP_MS_TURN, ENCAP_ZOOM = 0, 1, 2, 3
@@ -66,11 +66,13 @@ class MediaWork:
     mode: np.ndarray  # int8: the flow's mode (see MediaExtractor._flow_modes)
     frame: np.ndarray  # int64
     ts_ns: np.ndarray  # int64
+    uncaptured: np.ndarray  # int64: payload bytes declared but not in the frame (snap length,
+    # IP fragments), counted in the RTP bytes of the payload's last packet
 
     def part(self, rows: np.ndarray) -> MediaWork:
         return MediaWork(self.offset[rows], self.length[rows], self.flow[rows],
                          self.direction[rows], self.mode[rows], self.frame[rows],
-                         self.ts_ns[rows])
+                         self.ts_ns[rows], self.uncaptured[rows])
 
 
 @dataclass(slots=True)
@@ -277,7 +279,7 @@ class MediaExtractor:
     # ------------------------------------------------------------------ per batch
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
-        self.scan(batch.buffer, self.select(cols, assign))
+        self.scan(batch.buffer, self.select(batch.buffer, cols, assign))
 
     def begin(self, assign: FlowAssignment, cols: PacketColumns) -> None:
         """Before the slow path reads a batch: each flow's mode as the batch starts. The slow
@@ -312,7 +314,8 @@ class MediaExtractor:
                               strict=True):
             batch.events.append((flow, row, mode))
 
-    def select(self, cols: PacketColumns, assign: FlowAssignment) -> MediaWork:
+    def select(self, buffer: np.ndarray, cols: PacketColumns, assign: FlowAssignment
+               ) -> MediaWork:
         """The UDP payloads of a batch that may carry media, with their flows' modes: all that
         `scan` needs besides the batch's bytes (so another process can scan them)."""
         batch = self._batch or self._modes_now(assign, cols)  # (no `begin`: as they are now)
@@ -322,7 +325,8 @@ class MediaExtractor:
         return MediaWork(offset=cols.payload_offset[rows], length=cols.payload_len[rows],
                          flow=flows, direction=assign.direction[rows],
                          mode=batch.modes_by_row(flows), frame=cols.frame[rows],
-                         ts_ns=cols.ts_ns[rows])
+                         ts_ns=cols.ts_ns[rows],
+                         uncaptured=uncaptured_udp_bytes(buffer, cols, rows))
 
     def scan(self, buffer: np.ndarray, work: MediaWork) -> None:
         """Find and account the RTP and RTCP in `work`'s payloads (offsets into `buffer`)."""
@@ -444,14 +448,16 @@ class MediaExtractor:
         self._describe(states, codes, packets)
         set_ids = _per_stream(states, "set_id")[codes]
         started = np.flatnonzero(set_ids >= 0)
+        size = _rtp_bytes(cols, packets)
         if started.size == codes.size:
-            self.stream_set.update(set_ids, **_stream_columns(cols, packets, None))
+            self.stream_set.update(set_ids, **_stream_columns(cols, packets, size, None))
         elif started.size:
-            self.stream_set.update(set_ids[started], **_stream_columns(cols, packets, started))
+            self.stream_set.update(set_ids[started],
+                                   **_stream_columns(cols, packets, size, started))
         if started.size < codes.size:
             waiting = np.flatnonzero(set_ids < 0)
-            self._hold(states, codes[waiting], _stream_columns(cols, packets, waiting))
-        self._sample_for_ecb(g, cols, packets, _per_stream(states, "ecb_id")[codes])
+            self._hold(states, codes[waiting], _stream_columns(cols, packets, size, waiting))
+        self._sample_for_ecb(g, cols, packets, size, _per_stream(states, "ecb_id")[codes])
 
     def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray
                     ) -> list[StreamState]:
@@ -474,7 +480,7 @@ class MediaExtractor:
         return stream
 
     def _sample_for_ecb(self, g: Gather, cols: MediaWork, packets: RtpPackets,
-                        ecb_ids: np.ndarray) -> None:
+                        rtp_bytes: np.ndarray, ecb_ids: np.ndarray) -> None:
         """Hand the payloads (after every cleartext header) of sampled streams to the ECB test."""
         take = np.flatnonzero(ecb_ids >= 0)
         if take.size == 0:
@@ -483,13 +489,14 @@ class MediaExtractor:
         header = packets.header_length_min[take]
         words = g.u16(start + header + 2).astype(np.int64)
         header = header + np.where(packets.extension[take], 4 + 4 * words, 0)
-        length = packets.length[take] - header
+        held = packets.length[take] - header
         seq = packets.sequence_number[take].astype(np.uint64)
         stamp = packets.timestamp[take].astype(np.uint64)
         ident = packets.ssrc[take].astype(np.uint64)
         header_hash = (ident << np.uint64(32)) ^ (seq << np.uint64(16)) ^ stamp
         self.ecb.add(ecb_ids[take], cols.frame[packets.row[take]], g.buffer, start + header,
-                     np.maximum(length, 0), header_hash)
+                     np.maximum(rtp_bytes[take] - header, 0), header_hash,
+                     np.maximum(held, 0))
 
     def ecb_result(self, stream: StreamState) -> EcbResult | None:
         if stream.ecb_id < 0:
@@ -780,17 +787,28 @@ def _stream_key(flow_index: np.ndarray, direction: np.ndarray, fec: np.ndarray,
 
 
 _UPDATE_FIELDS = {"sequence_number": "sequence_number", "timestamp": "timestamp",
-                  "payload_type": "payload_type", "marker": "marker", "rtp_bytes": "length"}
+                  "payload_type": "payload_type", "marker": "marker"}
 
 
-def _stream_columns(cols: MediaWork, packets: RtpPackets, at: np.ndarray | None
-                    ) -> dict[str, np.ndarray]:
+def _rtp_bytes(cols: MediaWork, packets: RtpPackets) -> np.ndarray:
+    """Each RTP packet's length as its headers declare it: what the frame holds, plus, for
+    the last packet of a payload, the payload's bytes the frame does not hold."""
+    if not cols.uncaptured.any():
+        return packets.length
+    last = np.ones(packets.row.size, bool)
+    last[:-1] = packets.row[1:] != packets.row[:-1]  # (a payload's packets are adjacent)
+    return packets.length + np.where(last, cols.uncaptured[packets.row], 0)
+
+
+def _stream_columns(cols: MediaWork, packets: RtpPackets, rtp_bytes: np.ndarray,
+                    at: np.ndarray | None) -> dict[str, np.ndarray]:
     """What `StreamSet.update` takes of the packets `at` (None: all of them, not copied)."""
     def pick(column: np.ndarray) -> np.ndarray:
         return column if at is None else column[at]
 
     row = pick(packets.row)
     return {"frame": cols.frame[row], "arrival_s": cols.ts_ns[row] / 1e9,
+            "rtp_bytes": pick(rtp_bytes),
             **{name: pick(getattr(packets, f)) for name, f in _UPDATE_FIELDS.items()}}
 
 

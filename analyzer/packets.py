@@ -433,6 +433,32 @@ def _transport(
     return declared
 
 
+def uncaptured_udp_bytes(buffer: np.ndarray, cols: PacketColumns, rows: np.ndarray
+                         ) -> np.ndarray:
+    """Per UDP packet of `rows`: payload bytes its headers declare that this frame does not
+    hold, because the snap length cut them or (first IP fragment) later fragments carry them.
+
+    What Wireshark counts as the RTP packet's length: the UDP length field, bounded by the IP
+    length except in a first fragment, where it is the whole reassembled datagram's.
+    """
+    missing = np.zeros(rows.size, np.int64)
+    short = np.flatnonzero(cols.payload_truncated[rows]
+                           | (cols.fragment[rows] & ~cols.later_fragment[rows]))
+    if short.size == 0:
+        return missing
+    at = rows[short]
+    g, l3, l4 = Gather(buffer), cols.l3_offset[at], cols.l4_offset[at]
+    ip_end = np.where(cols.ip_version[at] == 4,
+                      l3 + g.u16(l3 + IPV4["total_length"][0]).astype(np.int64),
+                      l3 + IPV6_HEADER + g.u16(l3 + IPV6["payload_length"][0]).astype(np.int64))
+    udp_length = g.u16(l4 + 4).astype(np.int64)
+    udp_end = np.where(udp_length >= UDP_HEADER, l4 + udp_length, ip_end)
+    declared_end = np.where(cols.fragment[at], udp_end, np.minimum(udp_end, ip_end))
+    captured_end = cols.payload_offset[at] + cols.payload_len[at]
+    missing[short] = np.maximum(declared_end - captured_end, 0)
+    return missing
+
+
 def _tunnels(
     g: Gather, cols: PacketColumns, layer: _Layer, declared_end: np.ndarray, todo: np.ndarray
 ) -> tuple[_Layer, np.ndarray]:

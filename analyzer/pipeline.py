@@ -142,7 +142,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             media.begin(assign, cols)  # the modes as the batch starts, before the slow path
             inspector.process(batch, cols, assign)
             if pool is not None:
-                pool.submit(batch, media.select(cols, assign))
+                pool.submit(batch, media.select(batch.buffer, cols, assign))
             else:
                 media.process(batch, cols, assign)
             if progress is not None and batch.file_read > read:

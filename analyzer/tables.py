@@ -103,7 +103,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "jitter_mean_ms": "mean of the RFC 3550 interarrival jitter over the stream, ms",
         "jitter_max_ms": "maximum RFC 3550 interarrival jitter, ms",
         "delta_max_ms": "largest gap between consecutive packets, ms",
-        "bitrate_kbps": "RTP bytes (header and payload) * 8 / duration, kbit/s",
+        "bitrate_kbps": "RTP bytes (header and payload, as the UDP header declares them, so "
+                        "with what a snap length cut off or later IP fragments carry) * 8 / "
+                        "duration, kbit/s",
         "duration_s": "last packet - first packet, seconds",
         "first_seen": "time of the first packet (UTC)",
         "last_seen": "time of the last packet (UTC)",

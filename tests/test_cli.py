@@ -116,6 +116,24 @@ def test_outputs_and_summary(tmp_path: Path, capture: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.parametrize("kind", ["arp", "icmp"])
+def test_a_capture_without_tcp_or_udp_gives_empty_tables(tmp_path: Path, kind: str) -> None:
+    """No flow at all (a first batch of ARP or ICMP only) is a result, not a crash."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.l2 import ARP
+
+    base = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    layer = ARP() if kind == "arp" else IP(src="192.0.2.10", dst="198.51.100.20") / ICMP()
+    path = tmp_path / f"{kind}.pcap"
+    wrpcap(str(path), [base / layer for _ in range(3)])
+    out = tmp_path / "out"
+    result = run("analyze", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "3 packets, 0 flows, 0 RTP streams" in result.stdout
+    assert pd.read_parquet(out / "flows.parquet").empty
+    assert (out / "report.html").is_file()
+
+
 def test_failed_run_keeps_earlier_outputs(tmp_path: Path, capture: Path) -> None:
     out = tmp_path / "out"
     assert run("analyze", capture, "-o", out, "-q").returncode == 0
