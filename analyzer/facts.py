@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 SIGNATURE, NAME, ADDRESS_RANGE, LEARNED, PORT = 5, 4, 3, 2, 1
 STRENGTH_WORDS = {SIGNATURE: "signature", NAME: "name", ADDRESS_RANGE: "address range",
                   LEARNED: "learned from signalling", PORT: "port"}
+MAX_DAMAGE_NOTES = 5  # malformed messages described per flow; the rest are counted
 
 Endpoint = tuple[str, int]  # (address text, port)
 
@@ -91,7 +92,15 @@ class FlowFacts:
     zoom_types: set[int] = field(default_factory=set)
     zoom_p2p: bool = False
     quic_version: int = 0
-    damage: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)  # malformed messages, the first few
+    damage_more: int = 0  # and how many more there were
+
+    def note_damage(self, text: str) -> None:
+        """A malformed message of this flow (kept for the flows table; bounded)."""
+        if len(self.damage) < MAX_DAMAGE_NOTES:
+            self.damage.append(text)
+        else:
+            self.damage_more += 1
 
     @property
     def both_ends_are_peers(self) -> bool:

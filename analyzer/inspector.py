@@ -240,7 +240,12 @@ class Inspector:
         assembler = self.sessions.dtls_assembler(fi, d)
         for record in records:
             if record.content_type == tls.CONTENT_HANDSHAKE and record.epoch == 0:
-                for message in assembler.feed(record):
+                try:
+                    messages = assembler.feed(record)
+                except DecodeError as exc:
+                    self.facts[fi].note_damage(f"frame {frame}: {exc}")
+                    continue
+                for message in messages:
                     self.sessions.handshake_message(fi, d, frame, ts, message, "dtls")
 
     def _dtls_application_data(self, fi: int, data: bytes) -> None:

@@ -182,6 +182,7 @@ def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[
         "flows": len(flows),
         "streams": len(tables["streams"]),
         "flows_by_service": {str(k): int(v) for k, v in flows["service"].value_counts().items()},
+        "flows_with_decode_problems": int((flows["decode_problems"] != "").sum()),
     }
 
 

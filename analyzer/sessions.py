@@ -99,7 +99,7 @@ class SessionRecorder:
             elif message.msg_type == HS_CERTIFICATE:
                 self._certificates(fi, d, frame, message.body, protocol)
         except DecodeError as exc:
-            self._facts(fi).damage.append(f"frame {frame}: {protocol} handshake: {exc}")
+            self._facts(fi).note_damage(f"frame {frame}: {protocol} handshake: {exc}")
 
     def client_hello(self, fi: int, frame: int, ts: float, hello: tls.ClientHello,
                      protocol: str) -> None:

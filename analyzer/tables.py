@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from analyzer import assess, services
 from analyzer.ecb import EcbResult
 from analyzer.encryption import Verdict
-from analyzer.facts import Evidence
+from analyzer.facts import MAX_DAMAGE_NOTES, Evidence
 from analyzer.findings import COVERAGE_COLUMNS
 from analyzer.flows import Flow
 from analyzer.geolocate import GEO_COLUMNS
@@ -69,6 +69,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "tls_version": "negotiated TLS/DTLS/QUIC version, if a handshake was seen",
         "rtt_min_ms": "smallest handshake round trip seen on the flow, ms",
         "rtt_evidence": "which exchange gave rtt_min_ms: kind and request/response frames",
+        "decode_problems": "malformed handshake messages (frame: what), the first "
+                           f"{MAX_DAMAGE_NOTES} and how many more",
         **{
             "encryption": "cleartext, weak, encrypted or unknown",
             "encryption_detail": "protocol and parameters (version, cipher suite, SRTP profile)",
@@ -299,7 +301,13 @@ def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
         "tls_version": _tls_version(facts),
         "rtt_min_ms": min((r.rtt_ms for r in facts.rtt), default=math.nan),
         "rtt_evidence": _rtt_evidence(facts),
+        "decode_problems": _decode_problems(facts),
     }
+
+
+def _decode_problems(facts: FlowFacts) -> str:
+    more = f"; and {facts.damage_more} more" if facts.damage_more else ""
+    return "; ".join(facts.damage) + more
 
 
 def _rtt_evidence(facts: FlowFacts) -> str:

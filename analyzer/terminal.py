@@ -49,6 +49,10 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
             console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: "
                           f"{escape(damage['reason'])} "
                           f"(read up to frame {damage['first_unreadable_frame'] - 1})")
+        if capture.get("flows_with_decode_problems"):
+            console.print(f"[yellow]malformed messages:[/] {escape(capture['name'])}: "
+                          f"{capture['flows_with_decode_problems']} flow(s), see "
+                          "decode_problems in flows.csv")
     if len(flows):
         console.print(_service_table(analysis))
     if len(streams):
