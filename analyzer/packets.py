@@ -42,6 +42,8 @@ TUNNEL_NONE, TUNNEL_GRE, TUNNEL_GTPU, TUNNEL_VXLAN = 0, 1, 2, 3
 ETHERNET_TYPE_AT, ETHERNET_HEADER = 12, 14
 LLC_SNAP_IP = (0xAAAA0300, 0x0000)  # DSAP, SSAP, control, then a zero OUI: an ethertype follows
 COOKED = {LT_LINUX_SLL: (14, 16), LT_LINUX_SLL2: (0, 20)}  # (protocol offset, header length)
+DECODED_LINKTYPES = frozenset({LT_NULL, LT_ETHERNET, LT_RAW, LT_LOOP, LT_LINUX_SLL, LT_IPV4,
+                               LT_IPV6, LT_LINUX_SLL2, *LT_DLT_RAW})
 
 # Header layouts: name -> (byte offset, width in bytes)
 IPV4 = {"ihl": (0, 1), "total_length": (2, 2), "flags_fragment": (6, 2), "protocol": (9, 1),

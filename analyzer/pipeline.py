@@ -20,7 +20,7 @@ from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
 from analyzer.inspector import Inspector
 from analyzer.media import MediaExtractor
-from analyzer.packets import PacketColumns, decode_batch
+from analyzer.packets import DECODED_LINKTYPES, PacketColumns, decode_batch
 from analyzer.provenance import CaptureHashes
 from analyzer.readahead import ReadAhead
 from analyzer.tables import build_tables
@@ -117,17 +117,20 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
     inspector.on_mode_inputs = media.mode_inputs_changed
-    fragments, read = 0, 0
+    fragments, undecoded, read = 0, 0, 0
     timeline = Timeline()
 
     def accounted() -> Iterator[tuple[PacketBatch, PacketColumns, FlowAssignment]]:
         """Decoding, flow accounting and the timeline: state only this stage writes, so it may
         run a batch ahead of the slow path and the media path (which only read flow endpoints).
         """
-        nonlocal fragments
+        nonlocal fragments, undecoded
         for batch in reader.batches():
             cols = decode_batch(batch)
             fragments += int(np.count_nonzero(cols.fragment))
+            if not reader.info.linktypes <= DECODED_LINKTYPES:
+                undecoded += int(np.count_nonzero(~np.isin(batch.linktype,
+                                                           list(DECODED_LINKTYPES))))
             assign = flows.update(cols)
             timeline.add(cols, assign)
             yield batch, cols, assign
@@ -163,6 +166,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
     result.counts["ip_fragments"] = fragments
+    result.counts["packets_of_undecoded_link_types"] = undecoded
     # UDP datagrams put back together for the slow path; those never completed
     result.counts["ip_datagrams_reassembled"] = inspector.defrag.reassembled
     result.counts["ip_datagrams_incomplete"] = inspector.defrag.dropped

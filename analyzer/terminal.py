@@ -49,6 +49,11 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
             console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: "
                           f"{escape(damage['reason'])} "
                           f"(read up to frame {damage['first_unreadable_frame'] - 1})")
+        if capture.get("packets_of_undecoded_link_types"):
+            console.print(f"[yellow]not decoded:[/] {escape(capture['name'])}: "
+                          f"{capture['packets_of_undecoded_link_types']} packets of a link "
+                          f"type confscope does not read (link types {capture['link_types']}; "
+                          "it reads Ethernet, Linux cooked, raw IP and BSD loopback)")
         if capture.get("flows_with_decode_problems"):
             console.print(f"[yellow]malformed messages:[/] {escape(capture['name'])}: "
                           f"{capture['flows_with_decode_problems']} flow(s), see "

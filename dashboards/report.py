@@ -477,16 +477,33 @@ def captures_table(captures: object) -> str:
     if not rows:
         return '<p class="note">No capture listed in summary.json.</p>'
     columns = [("name", "Capture"), ("sha256", "SHA-256"), ("size", "Size"),
-               ("format", "Format"), ("packets", "Packets"), ("damage", "Damage")]
+               ("format", "Format"), ("packets", "Packets"), ("damage", "Damage and gaps")]
     table_rows = [{
         "name": cell(c.get("file") or c.get("name")), "sha256": cell(c.get("sha256"), "mono"),
         "size": cell(fmt.human_bytes(float(c.get("size_bytes") or 0)), "num"),
         "format": cell(" ".join(str(c.get(k) or "") for k in ("format", "compression",
                                                                "timestamp_resolution")).strip()),
         "packets": cell(c.get("packets"), "num"),
-        "damage": cell(json.dumps(c.get("damage")) if c.get("damage") else "none"),
+        "damage": cell(gaps_text(c)),
     } for c in rows]
     return render_table(columns, table_rows)
+
+
+def gaps_text(capture: Mapping[str, object]) -> str:
+    """What of a capture was not read, or not read whole, in plain words."""
+    damage = capture.get("damage")
+    parts = [json.dumps(damage)] if damage else []
+    counts = ((capture.get("packets_of_undecoded_link_types"),
+               "packets of a link type confscope does not decode (link types "
+               f"{capture.get('link_types')})"),
+              (capture.get("packets_cut_by_snaplen"), "packets cut by the snap length"),
+              (capture.get("flows_with_decode_problems"),
+               "flows with malformed messages (flows table, decode_problems)"),
+              (capture.get("ip_datagrams_incomplete"),
+               "IP datagrams not put back together (a fragment missing or cut)"))
+    parts += [f"{number:,} {what}" for number, what in counts
+              if isinstance(number, int) and number > 0]
+    return "; ".join(parts) or "none"
 
 
 def geoip_table(databases: object) -> str:

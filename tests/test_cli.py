@@ -134,6 +134,23 @@ def test_a_capture_without_tcp_or_udp_gives_empty_tables(tmp_path: Path, kind: s
     assert (out / "report.html").is_file()
 
 
+def test_packets_of_a_link_type_not_decoded_are_reported(tmp_path: Path) -> None:
+    """IEEE 802.11 (105) is not decoded: the run says so rather than finding no flows."""
+    frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP() / UDP()
+    records = b"".join(struct.pack("<IIII", 1_700_000_000 + i, 0, len(bytes(frame)),
+                                   len(bytes(frame))) + bytes(frame) for i in range(4))
+    path = tmp_path / "wifi.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 105) + records)
+    out = tmp_path / "out"
+    result = run("analyze", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "not decoded: wifi.pcap: 4 packets" in " ".join(result.stdout.split())
+    capture = json.loads((out / "summary.json").read_text())["captures"][0]
+    assert (capture["link_types"], capture["packets_of_undecoded_link_types"]) == ([105], 4)
+    assert "4 packets of a link type confscope does not decode" in (
+        out / "report.html").read_text()
+
+
 def test_failed_run_keeps_earlier_outputs(tmp_path: Path, capture: Path) -> None:
     out = tmp_path / "out"
     assert run("analyze", capture, "-o", out, "-q").returncode == 0
