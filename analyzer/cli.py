@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from analyzer import __version__
+from analyzer.capture.source import STDIN, is_stream
 from analyzer.errors import ConfscopeError
 
 if TYPE_CHECKING:
@@ -109,7 +110,8 @@ def _roles(text: str) -> tuple[str, ...]:
 
 
 def _add_common(command: argparse.ArgumentParser) -> None:
-    command.add_argument("captures", nargs="+", type=Path, help="pcap, pcapng or .gz files")
+    command.add_argument("captures", nargs="+", type=Path,
+                         help="pcap, pcapng or .gz files; - for standard input")
     command.add_argument("--jobs", type=int, default=0, metavar="N",
                          help="cores to use: a process per capture; on one capture a "
                               "read-ahead thread and N-2 media workers (default: all cores)")
@@ -177,7 +179,14 @@ def discard_stdout() -> None:
 
 
 def _check_inputs(paths: list[Path], output: Path | None) -> None:
+    if paths.count(STDIN) > 1:
+        raise ConfscopeError("standard input ('-') can be read only once")
     for path in paths:
+        if path == STDIN:
+            if sys.stdin is None or sys.stdin.isatty():
+                raise ConfscopeError("'-' reads a capture from standard input, which is a "
+                                     "terminal here: pipe one in (tcpdump -w - ... | confscope)")
+            continue
         if not path.exists():
             raise ConfscopeError(f"{path}: no such file")
         if path.is_dir():
@@ -216,7 +225,8 @@ def _early_hashes(args: argparse.Namespace) -> CaptureHashes | None:
     from analyzer.provenance import CaptureHashes
 
     in_process = len(args.captures) == 1 or (args.jobs or os.cpu_count() or 1) == 1
-    return CaptureHashes(args.captures) if in_process and not args.no_hash else None
+    files = [p for p in args.captures if not is_stream(p)]  # (a pipe is hashed as it is read)
+    return CaptureHashes(files) if in_process and not args.no_hash else None
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -240,7 +250,7 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         gc.enable()
     settings = _settings(args)
-    total = sum(p.stat().st_size for p in args.captures)
+    total = sum(0 if is_stream(p) else p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     if show:
         from analyzer.terminal import progress_bar

@@ -15,6 +15,7 @@ import pandas as pd
 from analyzer import FORMAT_VERSION, __version__, findings
 from analyzer.capture.batch import CaptureInfo, PacketBatch
 from analyzer.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader, mappable
+from analyzer.capture.source import capture_name, is_stream
 from analyzer.facts import CaptureFacts
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
@@ -94,12 +95,14 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
     none on two cores, where those threads already keep both busy; 0 when the cores go to
     other captures.
     """
-    own = CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None else None
+    stream = is_stream(Path(path))  # hashed by its only reader, as it is read
+    own = (CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None
+           and not stream else None)
     try:
         result = _run_pipeline(path, settings, progress, media_workers)
         if own is not None:
             result.sha256 = own.digest(Path(path))
-        elif settings.hash_captures:
+        elif settings.hash_captures and not stream:
             result.sha256 = None
         return result
     finally:
@@ -112,7 +115,9 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     threads = settings.jobs or os.cpu_count() or 1
     workers = max(threads - 2, 0) if media_workers is None else media_workers
     # with the read-ahead thread, up to two batches are alive besides the one being filled
-    reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1)
+    from_pipe = is_stream(Path(path))
+    reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1,
+                           hash_stream=from_pipe and settings.hash_captures)
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
@@ -160,10 +165,12 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     finally:
         if pool is not None:
             pool.close()
-    name = Path(path).name
+    name = capture_name(Path(path))
     tables = build_tables(name, flows, inspector, media, capture)
     tables["timeline"] = timeline.table(name)
-    result = CaptureResult(reader.info, "", Path(path).stat().st_size, tables, {})
+    size = reader.stream_bytes if from_pipe else Path(path).stat().st_size
+    digest = reader.stream_sha256() if from_pipe and settings.hash_captures else ""
+    result = CaptureResult(reader.info, digest, size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
     result.counts["ip_fragments"] = fragments
     result.counts["packets_of_undecoded_link_types"] = undecoded
@@ -204,11 +211,16 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
     if len(files) > 1 and jobs > 1:
         from concurrent.futures import ProcessPoolExecutor  # (multiprocessing: only when used)
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
-            one = functools.partial(analyze_capture, settings=settings, media_workers=0)
-            results = list(pool.map(one, files))
+        one = functools.partial(analyze_capture, settings=settings, media_workers=0)
+        # a pipe is read here: a worker process's standard input is /dev/null
+        pooled = [f for f in files if not is_stream(f)]
+        with ProcessPoolExecutor(max_workers=max(min(jobs, len(pooled)), 1)) as pool:
+            futures = {f: pool.submit(one, f) for f in pooled}
+            here = {f: one(f) for f in files if f not in futures}
+            results = [here[f] if f in here else futures[f].result() for f in files]
         return combine(results, settings)
-    own = CaptureHashes(files) if settings.hash_captures and hashes is None else None
+    own = (CaptureHashes([f for f in files if not is_stream(f)])
+           if settings.hash_captures and hashes is None else None)
     try:
         results = [analyze_capture(p, settings, progress, hashes or own) for p in files]
         analysis = combine(results, settings)
@@ -262,7 +274,7 @@ def _capture_summary(result: CaptureResult) -> dict[str, object]:
     info = result.info
     damage = info.damage
     return {
-        "file": info.path, "name": Path(info.path).name, "sha256": result.sha256,
+        "file": info.path, "name": capture_name(Path(info.path)), "sha256": result.sha256,
         "size_bytes": result.size, "format": info.file_format, "compression": info.compressed,
         "link_types": sorted(info.linktypes), "timestamp_resolution": info.timestamp_resolution,
         "packets": info.packets, "packets_cut_by_snaplen": info.truncated_packets,

@@ -151,6 +151,69 @@ def test_packets_of_a_link_type_not_decoded_are_reported(tmp_path: Path) -> None
         out / "report.html").read_text()
 
 
+def run_fed(stdin: bytes | Path, *args: str | Path) -> subprocess.CompletedProcess[bytes]:
+    """The command with `stdin` piped in (bytes) or redirected from a file (Path)."""
+    command = [sys.executable, "-m", "analyzer.cli", *map(str, args)]
+    if isinstance(stdin, Path):
+        with stdin.open("rb") as handle:
+            return subprocess.run(command, stdin=handle, capture_output=True, timeout=120)
+    return subprocess.run(command, input=stdin, capture_output=True, timeout=120)
+
+
+def tables_without_capture(out: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(out / f"{name}.parquet").drop(columns="capture")
+            for name in ("flows", "streams", "signalling")}
+
+
+@pytest.mark.parametrize("how", ["pipe", "redirect"])
+def test_a_capture_on_standard_input(tmp_path: Path, capture: Path, how: str) -> None:
+    """`-` reads standard input, piped or redirected: the tables of the file, and the
+    SHA-256 and size of the bytes that came in."""
+    assert run("analyze", capture, "-o", tmp_path / "file").returncode == 0
+    fed = capture.read_bytes() if how == "pipe" else capture
+    result = run_fed(fed, "analyze", "-", "-o", tmp_path / "stdin", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "stdin" / "summary.json").read_text())["captures"][0]
+    assert (summary["name"], summary["size_bytes"], summary["sha256"]) == (
+        "stdin", capture.stat().st_size, hashlib.sha256(capture.read_bytes()).hexdigest())
+    for name, table in tables_without_capture(tmp_path / "file").items():
+        pd.testing.assert_frame_equal(tables_without_capture(tmp_path / "stdin")[name], table)
+
+
+def test_standard_input_beside_files_in_worker_processes(tmp_path: Path, capture: Path) -> None:
+    other = tmp_path / "other.pcap"
+    wrpcap(str(other), rtp_packets(20))
+    result = run_fed(capture.read_bytes(), "analyze", other, "-", "-o", tmp_path / "out",
+                     "--jobs", "2", "--no-report")
+    assert result.returncode == 0, result.stderr
+    captures = json.loads((tmp_path / "out" / "summary.json").read_text())["captures"]
+    assert [(c["name"], c["packets"], c["sha256"]) for c in captures] == [
+        ("other.pcap", 20, hashlib.sha256(other.read_bytes()).hexdigest()),
+        ("stdin", 50, hashlib.sha256(capture.read_bytes()).hexdigest())]
+
+
+def test_a_named_pipe_is_read_once(tmp_path: Path, capture: Path) -> None:
+    """A FIFO used to hang: the hashing process and the reader both opened it."""
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat '{capture}' > '{fifo}'"])
+    result = run("analyze", fifo, "-o", tmp_path / "out", "--jobs", "4", "--no-report")
+    writer.wait(timeout=60)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["captures"][0]
+    assert (summary["packets"], summary["sha256"]) == (
+        50, hashlib.sha256(capture.read_bytes()).hexdigest())
+
+
+def test_standard_input_errors(tmp_path: Path, capture: Path) -> None:
+    gz = gzip.compress(capture.read_bytes())
+    result = run_fed(gz, "analyze", "-", "-o", tmp_path / "out")
+    assert_one_line_error(subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()),
+        "gzip data through a pipe", "zcat")
+    assert_one_line_error(run("analyze", "-", "-", "-o", tmp_path / "out"), "only once")
+
+
 def test_failed_run_keeps_earlier_outputs(tmp_path: Path, capture: Path) -> None:
     out = tmp_path / "out"
     assert run("analyze", capture, "-o", out, "-q").returncode == 0

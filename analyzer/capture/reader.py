@@ -1,5 +1,10 @@
 """Read pcap, pcapng and gzip-compressed captures as a stream of `PacketBatch`es.
 
+A capture may also come through a pipe: standard input (the path "-"), a FIFO or a device. Such
+a stream can be read only once, so it is hashed here as it is read (`CaptureReader(hash_stream=
+True)`) instead of by a second reader, and it cannot be gzip (give the .gz file, or zcat into
+the pipe).
+
 Memory stays bounded: the file is read in chunks of `chunk_bytes`; a record that straddles two
 chunks is carried over. A plain file is mapped instead of read (no copy): batches are views of
 the mapping, and the pages of batches already handed on are dropped from the process.
@@ -9,10 +14,12 @@ than raised.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
 import stat
+import sys
 from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,24 +37,28 @@ from analyzer.capture.formats import (
     sniff_format,
 )
 from analyzer.capture.gunzip import DecompressionError, GunzipStream, open_gunzip
+from analyzer.capture.source import STDIN, is_stream
 from analyzer.errors import CaptureFormatError, ConfscopeError
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 CARRY_ROOM = MAX_BLOCK + 65_536  # room for the largest record left unfinished by a chunk
 MIN_CHUNK_BYTES = 4096
 GZIP_MAGIC = b"\x1f\x8b"
-
-
 @contextmanager
 def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
     """`path` opened for reading, gzip decompressed on the fly; one-line errors otherwise."""
     with ExitStack() as stack:
         raw = stack.enter_context(_open_file(path))
         try:
-            compressed = raw.read(2) == GZIP_MAGIC
-            raw.seek(0)
+            seekable = raw.seekable()
+            compressed = (raw.read(2) if seekable else raw.peek(2)[:2]) == GZIP_MAGIC
+            if seekable:
+                raw.seek(0)
         except OSError as exc:
             raise ConfscopeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if compressed and not seekable:
+            raise ConfscopeError(f"{path}: gzip data through a pipe; give the .gz file itself, "
+                                 "or decompress into the pipe (zcat FILE.gz | confscope ...)")
         if not compressed:
             yield raw, ""
         else:  # decompressed beside the analysis, by a child process
@@ -61,6 +72,8 @@ def _why(exc: BaseException) -> str:
 
 def _open_file(path: Path) -> io.BufferedReader:
     try:
+        if path == STDIN:
+            return open(sys.stdin.fileno(), "rb", closefd=False)  # (fd 0 stays open)
         return path.open("rb")
     except FileNotFoundError:
         raise ConfscopeError(f"{path}: no such file") from None
@@ -89,6 +102,8 @@ def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
 def mappable(path: Path) -> bool:
     """Whether `CaptureReader` will map this file (a plain, non-empty regular file), so that
     other processes may map it too and read the bytes of its batches."""
+    if is_stream(path):
+        return False  # (opening a pipe to look would take bytes from the analysis)
     try:
         with path.open("rb") as raw:
             if raw.read(2) == GZIP_MAGIC:
@@ -164,11 +179,25 @@ class CaptureReader:
     """Iterate over the packets of one capture file in batches."""
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 buffers: int = 1):
+                 buffers: int = 1, hash_stream: bool = False):
+        """`hash_stream`: a capture read through a pipe (`is_stream`) is hashed as it is read
+        (`stream_sha256`, `stream_bytes`)."""
         self.path = Path(path)
         self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         self.buffers = max(buffers, 1)
         self.info = CaptureInfo(path=str(self.path))
+        self._hash_stream = hash_stream
+        self._sha256 = hashlib.sha256()
+        self.stream_bytes = 0  # bytes read from a pipe
+
+    def stream_sha256(self) -> str:
+        """The SHA-256 of the bytes read from a pipe (all of them, once `batches` has ended)."""
+        return self._sha256.hexdigest()
+
+    def _consumed(self, data: bytes | memoryview) -> None:
+        self.stream_bytes += len(data)
+        if self._hash_stream:
+            self._sha256.update(data)
 
     def batches(self) -> Iterator[PacketBatch]:
         """The capture's packets in file order; `info` is filled in as they are read."""
@@ -176,9 +205,11 @@ class CaptureReader:
         with open_capture_stream(self.path) as (stream, compressed):
             self.info.compressed = compressed
             head, error = read_upto(stream, 24)
+            self._consumed(head)
             walker, start = self._make_walker(head, error)
             self.info.file_format = walker.file_format
-            mapped = None if compressed else _map_file(stream)
+            # a stream (even stdin redirected from a file) is read, and hashed, chunk by chunk
+            mapped = None if compressed or is_stream(self.path) else _map_file(stream)
             if mapped is None:
                 yield from self._walk_chunks(stream, walker, head, start)
             else:
@@ -215,6 +246,7 @@ class CaptureReader:
         eof, read_error = False, ""
         while not eof:
             got, read_error = read_into(stream, view[carried : carried + self.chunk_bytes])
+            self._consumed(view[carried : carried + got])
             eof = bool(read_error) or got < self.chunk_bytes
             end = carried + got
             result = walker.walk(view[:end], start)
