@@ -4,6 +4,12 @@ Each flow is kept in a canonical orientation (endpoint A sorts before endpoint B
 arrive; which side is the client is decided once the capture has been read (`orient`).
 Per-packet work is vectorized: packets are hashed to a 64-bit flow key, factorized, and the
 counters of the few flows present in a batch are updated with `bincount`.
+
+IP fragments after the first carry no ports: each is given the flow of its datagram's first
+fragment when that came earlier in the capture (matched by addresses, protocol and IP
+identification), so that the flow's bytes and timeline count every frame on the wire. Its
+packets count datagrams, as tshark's conversations do. Bytes of fragments that come before
+their first fragment are added to the flow's total when it arrives.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ import numpy as np
 import pandas as pd
 
 from analyzer import speedups
+from analyzer.capture.batch import PacketBatch
+from analyzer.defrag import parse_fragment
 from analyzer.packets import PROTO_TCP, PROTO_UDP, PacketColumns
 
 TCP_SYN, TCP_ACK = 0x02, 0x10
+MAX_FRAGMENTED_DATAGRAMS = 4096  # first fragments remembered for the later ones (oldest go)
+FRAGMENT_HEADER_BYTES = 256  # enough for the IP header and its extension chain
+FragmentKey = tuple[int, int, int, int, int, int]  # (src hi, lo, dst hi, lo, protocol, id)
 Endpoint = tuple[int, int, int]  # (address high 64 bits, low 64 bits, port)
 
 
@@ -116,6 +127,8 @@ class FlowTable:
         self._bytes = np.zeros(0, dtype=np.int64)
         self._last_ts = np.zeros(0, dtype=np.int64)  # per flow
         self._syn_sender = np.zeros(0, dtype=np.int8)
+        self._datagram_slot: dict[FragmentKey, int] = {}  # flow * 2 + direction of its first
+        self._early_bytes: dict[FragmentKey, int] = {}  # fragments before their first
 
     def settle(self) -> None:
         """Copy the counters into the flows (call when every batch has been through `update`)."""
@@ -127,7 +140,9 @@ class FlowTable:
             flow.last_ts_ns = max(flow.last_ts_ns, last_ts[i])
             flow.syn_sender = syn[i]
 
-    def update(self, cols: PacketColumns) -> FlowAssignment:
+    def update(self, cols: PacketColumns, batch: PacketBatch | None = None) -> FlowAssignment:
+        """The flows of a batch's packets; with `batch` (its bytes), IP fragments after the
+        first are given their datagram's flow too (see the module doc)."""
         n = len(cols)
         flow_index = np.full(n, -1, dtype=np.int64)
         direction = np.zeros(n, dtype=np.int8)
@@ -137,7 +152,49 @@ class FlowTable:
         if sel.size:
             flow_index[sel], direction[sel] = self._assign(cols, sel)
             self._count(cols, sel, flow_index[sel], direction[sel])
+        if batch is not None and cols.fragment.any():
+            later = self._follow_fragments(cols, batch, flow_index, direction)
+            self._count_bytes(cols, later, flow_index[later], direction[later])
         return FlowAssignment(flow_index, direction)
+
+    def _follow_fragments(self, cols: PacketColumns, batch: PacketBatch,
+                          flow_index: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Fill in the flow of fragments after the first, in capture order; their rows."""
+        self._grow(len(self.flows))
+        found = []
+        rows = np.flatnonzero(cols.fragment & ((cols.ip_proto == PROTO_UDP)
+                                               | (cols.ip_proto == PROTO_TCP)))
+        for row in rows.tolist():
+            key = self._fragment_key(cols, batch, row)
+            if key is None:
+                continue
+            if not cols.later_fragment[row]:
+                if flow_index[row] >= 0:
+                    self._first_fragment(key, int(flow_index[row]) * 2 + int(direction[row]))
+                continue
+            slot = self._datagram_slot.get(key)
+            if slot is None:
+                self._early_bytes[key] = self._early_bytes.get(key, 0) + int(cols.wirelen[row])
+                _forget_oldest(self._early_bytes)
+            else:
+                flow_index[row], direction[row] = slot >> 1, slot & 1
+                found.append(row)
+        return np.array(found, dtype=np.int64)
+
+    def _first_fragment(self, key: FragmentKey, slot: int) -> None:
+        self._datagram_slot[key] = slot
+        _forget_oldest(self._datagram_slot)
+        self._bytes[slot] += self._early_bytes.pop(key, 0)
+
+    @staticmethod
+    def _fragment_key(cols: PacketColumns, batch: PacketBatch, row: int) -> FragmentKey | None:
+        start = int(cols.l3_offset[row])
+        end = min(int(batch.data_offset[row] + batch.caplen[row]), start + FRAGMENT_HEADER_BYTES)
+        fragment = parse_fragment(batch.buffer[start:end].tobytes(), int(cols.ip_version[row]))
+        if fragment is None:
+            return None
+        return (int(cols.src_hi[row]), int(cols.src_lo[row]), int(cols.dst_hi[row]),
+                int(cols.dst_lo[row]), int(cols.ip_proto[row]), fragment.ident)
 
     def _assign(self, cols: PacketColumns, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key, src_is_a = flow_keys(cols, sel)
@@ -184,6 +241,15 @@ class FlowTable:
             unset = (self._syn_sender[: len(self.flows)] < 0) & (batch_syn >= 0)
             self._syn_sender[: len(self.flows)][unset] = batch_syn[unset]
 
+    def _count_bytes(self, cols: PacketColumns, rows: np.ndarray, flow_index: np.ndarray,
+                     direction: np.ndarray) -> None:
+        """Frames that belong to a flow without being one of its packets (later fragments)."""
+        if rows.size == 0:
+            return
+        slot = flow_index * 2 + direction
+        np.add.at(self._bytes, slot, cols.wirelen[rows])
+        np.maximum.at(self._last_ts, flow_index, cols.ts_ns[rows])
+
     def _grow(self, flows: int) -> None:
         if self._last_ts.size >= flows:
             return
@@ -192,6 +258,11 @@ class FlowTable:
         self._bytes = _grown(self._bytes, 2 * capacity, 0)
         self._last_ts = _grown(self._last_ts, capacity, np.iinfo(np.int64).min)
         self._syn_sender = _grown(self._syn_sender, capacity, -1)
+
+
+def _forget_oldest(entries: dict[FragmentKey, int]) -> None:
+    if len(entries) > MAX_FRAGMENTED_DATAGRAMS:
+        del entries[next(iter(entries))]
 
 
 def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:

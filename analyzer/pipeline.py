@@ -136,7 +136,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             if not reader.info.linktypes <= DECODED_LINKTYPES:
                 undecoded += int(np.count_nonzero(~np.isin(batch.linktype,
                                                            list(DECODED_LINKTYPES))))
-            assign = flows.update(cols)
+            assign = flows.update(cols, batch)
             timeline.add(cols, assign)
             yield batch, cols, assign
 

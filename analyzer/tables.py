@@ -55,9 +55,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "last_seen": "time of the last packet (UTC)",
         "duration_s": "last_seen - first_seen, seconds",
         "first_frame": "Wireshark frame number of the first packet",
-        "packets_c2s": "packets client to server",
+        "packets_c2s": "packets client to server (a fragmented IP datagram counts once, as in "
+                       "tshark's conversations)",
         "packets_s2c": "packets server to client",
-        "bytes_c2s": "frame bytes on the wire, client to server",
+        "bytes_c2s": "frame bytes on the wire, client to server (every IP fragment included)",
         "bytes_s2c": "frame bytes on the wire, server to client",
         "service": "zoom, teams, google-meet, webex, jitsi, whatsapp, signal, telegram, "
                    "discord, facetime, messenger, sip, webrtc or other",
@@ -145,8 +146,10 @@ COLUMNS: dict[str, dict[str, str]] = {
     "coverage": COVERAGE_COLUMNS,
     "timeline": {
         "capture": "capture file name", "flow_id": "flow (see flows)",
-        "second": "start of the one-second bin (UTC)", "packets": "packets in the bin",
-        "bytes": "frame bytes in the bin",
+        "second": "start of the one-second bin (UTC)",
+        "packets": "packets in the bin (a fragmented IP datagram once)",
+        "bytes": "frame bytes in the bin (IP fragments after the first: when their first "
+                 "fragment came before them)",
     },
     "findings": {
         "capture": "capture file name", "severity": "high, medium, low or info",

@@ -26,7 +26,9 @@ class Timeline:
         sel = np.flatnonzero(assign.flow_index >= 0)
         if sel.size == 0:
             return
-        part = _per_second(assign.flow_index[sel], cols.ts_ns[sel] // NS, cols.wirelen[sel])
+        later = cols.later_fragment[sel]  # a datagram's later fragments: bytes, no packet
+        part = _per_second(assign.flow_index[sel], cols.ts_ns[sel] // NS, cols.wirelen[sel],
+                           ~later if later.any() else None)
         self._parts.append(part)
         self._rows += part[0].size
         if self._rows > FOLD_ROWS:
@@ -55,19 +57,29 @@ class Timeline:
         })
 
 
-def _per_second(flow: np.ndarray, second: np.ndarray, wire: np.ndarray) -> Part:
-    """Sum packets and bytes per distinct (flow, second) of one batch."""
+def _per_second(flow: np.ndarray, second: np.ndarray, wire: np.ndarray,
+                is_packet: np.ndarray | None = None) -> Part:
+    """Sum packets and bytes per distinct (flow, second) of one batch (`is_packet`: which
+    frames count as packets; None: all)."""
     low = int(second.min())
     span = int(second.max()) - low + 1
     cells = (int(flow.max()) + 1) * span
     if cells <= flow.size + DENSE_SLACK:  # the usual case: a batch covers a second or two
         key = flow * span + (second - low)
-        packets = np.bincount(key, minlength=cells)
+        frames = np.bincount(key, minlength=cells)
         wire_sum = np.bincount(key, weights=wire, minlength=cells)
-        used = np.flatnonzero(packets)
-        return (used // span, used % span + low, packets[used],
+        used = np.flatnonzero(frames)
+        return (used // span, used % span + low, _packets(key, frames, is_packet, cells)[used],
                 np.rint(wire_sum[used]).astype(np.int64))
     keys, inverse = np.unique(np.stack([flow, second]), axis=1, return_inverse=True)
     inverse = inverse.ravel()
-    return (keys[0], keys[1], np.bincount(inverse),
+    frames = np.bincount(inverse)
+    return (keys[0], keys[1], _packets(inverse, frames, is_packet, frames.size),
             np.bincount(inverse, weights=wire).astype(np.int64))
+
+
+def _packets(key: np.ndarray, frames: np.ndarray, is_packet: np.ndarray | None,
+             cells: int) -> np.ndarray:
+    if is_packet is None:
+        return frames
+    return np.bincount(key, weights=is_packet, minlength=cells).astype(np.int64)

@@ -133,3 +133,52 @@ def test_ecb_reads_payload_lengths_from_the_headers_under_a_snap_length(tmp_path
     assert cut_row.ecb_verdict == whole_row.ecb_verdict == "no-repeats"
     assert cut_row.ecb_blocks_examined < whole_row.ecb_blocks_examined
     assert cut_row.ecb_confidence == whole_row.ecb_confidence == "medium"  # lengths aligned
+
+
+def wire_bytes(timed: list[tuple[float, bytes]]) -> int:
+    return sum(len(data) for _, data in timed)
+
+
+def reversed_fragments(timed: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    """Each datagram's fragments sent last first (as old Linux did), times kept in order."""
+    out: list[tuple[float, bytes]] = []
+    group: list[tuple[float, bytes]] = []
+    for when, data in [*timed, (0.0, b"")]:
+        if group and (not data or when - group[-1][0] > 0.001):
+            times = [t for t, _ in group]
+            out += list(zip(times, [d for _, d in reversed(group)], strict=True))
+            group = []
+        group.append((when, data))
+    return out
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_flow_bytes_and_timeline_count_every_fragment(tmp_path: Path, ipv6: bool) -> None:
+    """Later fragments carry no ports: they are the flow's bytes (and timeline), not packets."""
+    timed, _ = stream(5, ipv6)
+    path = tmp_path / "fragments.pcap"
+    write_pcap(path, timed)
+    tables = analyze([path], Settings(hash_captures=False)).tables
+    (flow,) = tables["flows"].itertuples()
+    assert (flow.packets_c2s, flow.bytes_c2s, flow.bytes_s2c) == (300, wire_bytes(timed), 0)
+    last_frame_us = round(timed[-1][0] * 1e6)  # (the capture's microseconds)
+    assert flow.last_seen == pd.Timestamp(last_frame_us, unit="us", tz="UTC")
+    timeline = tables["timeline"]
+    assert (timeline["packets"].sum(), timeline["bytes"].sum()) == (300, wire_bytes(timed))
+
+
+def test_fragments_before_their_first_count_in_the_flow_total(tmp_path: Path) -> None:
+    """Reverse order: the later fragments arrive first; the flow's total still has them,
+    whatever the batch size (the timeline only gets fragments that follow their first)."""
+    timed, _ = stream(9, ipv6=False)
+    reverse = reversed_fragments(timed)
+    assert reverse != timed
+    path = tmp_path / "reversed.pcap"
+    write_pcap(path, reverse)
+    runs = [analyze([path], Settings(hash_captures=False, chunk_bytes=size)).tables
+            for size in (4096, 65536, 64 << 20)]
+    for tables in runs:
+        (flow,) = tables["flows"].itertuples()
+        assert (flow.packets_c2s, flow.bytes_c2s) == (300, wire_bytes(timed))
+        pd.testing.assert_frame_equal(tables["timeline"], runs[0]["timeline"])
+    assert runs[0]["timeline"]["bytes"].sum() < wire_bytes(timed)

@@ -14,14 +14,21 @@ from analyzer.timeline import NS, Timeline
 
 
 class _Columns:
-    """The two PacketColumns fields the timeline reads."""
+    """The PacketColumns fields the timeline reads."""
 
-    def __init__(self, ts_ns: np.ndarray, wirelen: np.ndarray) -> None:
+    def __init__(self, ts_ns: np.ndarray, wirelen: np.ndarray,
+                 later_fragment: np.ndarray | None = None) -> None:
         self.ts_ns, self.wirelen = ts_ns, wirelen
+        self.later_fragment = (np.zeros(ts_ns.size, bool) if later_fragment is None
+                               else later_fragment)
 
 
-def _reference(flow: np.ndarray, ts_ns: np.ndarray, wire: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({"flow": flow, "second": ts_ns // NS, "packets": 1, "bytes": wire})
+def _reference(flow: np.ndarray, ts_ns: np.ndarray, wire: np.ndarray,
+               later: np.ndarray | None = None) -> pd.DataFrame:
+    """A later IP fragment is bytes of its flow, not a packet."""
+    packets = 1 if later is None else (~later).astype(np.int64)
+    frame = pd.DataFrame({"flow": flow, "second": ts_ns // NS, "packets": packets,
+                          "bytes": wire})
     frame = frame[frame["flow"] >= 0]
     folded = frame.groupby(["flow", "second"], sort=True).sum().reset_index()
     return pd.DataFrame({
@@ -35,18 +42,21 @@ def _reference(flow: np.ndarray, ts_ns: np.ndarray, wire: np.ndarray) -> pd.Data
 @given(
     packets=st.integers(0, 400), flows=st.integers(1, 50_000), seconds=st.integers(1, 200_000),
     batches=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
+    fragments=st.sampled_from([0.0, 0.1, 1.0]),
 )
 def test_timeline_equals_group_by(packets: int, flows: int, seconds: int, batches: int,
-                                  seed: int) -> None:
+                                  seed: int, fragments: float) -> None:
     rng = np.random.default_rng(seed)
     flow = rng.integers(-1, flows, packets).astype(np.int64)
     ts_ns = np.sort(rng.integers(0, seconds * NS, packets)).astype(np.int64)
     wire = rng.integers(42, 1515, packets).astype(np.int64)
+    later = rng.random(packets) < fragments
     timeline = Timeline()
     for part in np.array_split(np.arange(packets), batches):
-        timeline.add(_Columns(ts_ns[part], wire[part]),  # type: ignore[arg-type]
+        timeline.add(_Columns(ts_ns[part], wire[part], later[part]),  # type: ignore[arg-type]
                      FlowAssignment(flow[part], np.zeros(part.size, dtype=np.int8)))
-    pd.testing.assert_frame_equal(timeline.table("c.pcap"), _reference(flow, ts_ns, wire))
+    pd.testing.assert_frame_equal(timeline.table("c.pcap"),
+                                  _reference(flow, ts_ns, wire, later))
 
 
 def test_folding_keeps_the_sums(monkeypatch: pytest.MonkeyPatch) -> None:
