@@ -112,18 +112,25 @@ def _range_index() -> tuple[tuple[Networks, dict[int, Intervals]], ...]:
     )
 
 
-@lru_cache(maxsize=65536)
 def range_service(address: str) -> Networks | None:
     """The published service range `address` falls in, if any (the first list wins)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    value = int(ip)
+    return range_service_of(ip.version, int(ip))
+
+
+def range_service_of(version: int, value: int) -> Networks | None:
+    """`range_service` of an address given as its version and integer value."""
     for entry, by_version in _range_index():
-        if value in by_version[ip.version]:
+        if value in by_version[version]:
             return entry
     return None
+
+
+def flow_range_service(flow: Flow, side: int) -> Networks | None:
+    return range_service_of(*flow.address_value(side))
 
 
 def name_service(name: str) -> str | None:
@@ -151,7 +158,7 @@ def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
     known = [flow.port(s) in SERVER_PORTS for s in (0, 1)]
     if known[0] != known[1]:
         return Orientation(0 if known[1] else 1, False, "other side uses a well-known port")
-    in_range = [range_service(flow.address(s)) is not None for s in (0, 1)]
+    in_range = [flow_range_service(flow, s) is not None for s in (0, 1)]
     if in_range[0] != in_range[1]:
         return Orientation(0 if in_range[1] else 1, False, "other side is in a service range")
     if known[0] and flow.port(0) != flow.port(1):
@@ -196,7 +203,7 @@ def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts,
     for name, source, frame in flow_names(flow, server_side, facts, capture) + queried:
         _name_evidence(found, name, source, frame)
     for side in (server_side, 1 - server_side):
-        entry = range_service(flow.address(side))
+        entry = flow_range_service(flow, side)
         if entry is not None:
             found.append(Evidence(ADDRESS_RANGE, entry.service,
                                   f"{flow.address(side)} in {entry.service}'s published range "

@@ -736,3 +736,19 @@ def test_corpus_gre_capture_is_unwrapped() -> None:
         pytest.skip("corpus not present")
     (row,) = read_rows(path)
     assert row.tunnel == TUNNEL_GRE
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1))
+def test_address_text_is_ipaddress_text(v4: int, v6: int) -> None:
+    """Flows print IPv4 addresses without ipaddress (ten times faster): the same text."""
+    import ipaddress
+
+    from analyzer.flows import address_text, address_value
+
+    assert address_text(0, 0xFFFF << 32 | v4) == str(ipaddress.IPv4Address(v4))
+    assert address_value(0, 0xFFFF << 32 | v4) == (4, v4)
+    hi, lo = v6 >> 64, v6 & (2**64 - 1)
+    if not (hi == 0 and lo >> 32 == 0xFFFF):
+        assert address_text(hi, lo) == str(ipaddress.IPv6Address(v6))
+        assert address_value(hi, lo) == (6, v6)
