@@ -182,3 +182,14 @@ def test_fragments_before_their_first_count_in_the_flow_total(tmp_path: Path) ->
         assert (flow.packets_c2s, flow.bytes_c2s) == (300, wire_bytes(timed))
         pd.testing.assert_frame_equal(tables["timeline"], runs[0]["timeline"])
     assert runs[0]["timeline"]["bytes"].sum() < wire_bytes(timed)
+
+
+def test_media_workers_count_the_same_bytes(tmp_path: Path) -> None:
+    """The bytes a frame lacks travel with each payload to the media worker processes."""
+    timed, rtp_bytes = stream(13, ipv6=False)
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, timed, 200)
+    alone, workers = (analyze([path], Settings(hash_captures=False, jobs=jobs)).streams
+                      for jobs in (1, 4))
+    pd.testing.assert_frame_equal(alone, workers)
+    assert counted_bytes(workers.iloc[0]) == pytest.approx(rtp_bytes, rel=1e-9)
