@@ -267,8 +267,8 @@ class Inspector:
             return
         facts = self.facts[fi]
         facts.protocols.add("zrtp")
-        facts.zrtp_messages.add(packet.message_type)
-        facts.zrtp_directions.add(d)
+        facts.zrtp_messages |= {packet.message_type}
+        facts.zrtp_directions |= {d}
         facts.add_evidence(SIGNATURE, "sip", "ZRTP key agreement in the media path (RFC 6189, "
                            "standards VoIP)", frame)
 

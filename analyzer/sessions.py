@@ -202,7 +202,6 @@ class SessionRecorder:
         facts.add_evidence(SIGNATURE, "sip", "SIP signalling", frame)
         call_id = message.call_id or ""
         if call_id:
-            facts.sip_call_ids.add(call_id)
             self.inspector.capture.sip_calls.setdefault(call_id, []).append(frame)
         self.inspector.capture.sip_messages.append(_sip_row(fi, frame, what, message))
         host = sip_uri_host(message.request_uri or "")
