@@ -843,3 +843,28 @@ def test_a_named_pipe_is_read_with_a_wide_buffer(tmp_path: Path) -> None:
             assert fcntl.fcntl(raw.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
     finally:
         os.close(writer)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("buffers", [1, 3])
+def test_a_pipe_is_hashed_as_it_is_read(tmp_path: Path, buffers: int) -> None:
+    """The hash thread reads each piece from the ring buffer it was read into: with 4 KiB
+    chunks the buffers are written again many times while it works."""
+    import hashlib
+    import threading
+
+    pcap, pcapng, records = big_capture(tmp_path)
+    for path in (pcap, pcapng):
+        fifo = tmp_path / f"{path.name}.fifo"
+        os.mkfifo(fifo)
+        feeder = threading.Thread(target=lambda p=path, f=fifo: f.write_bytes(p.read_bytes()))
+        feeder.start()
+        reader = CaptureReader(fifo, 4096, buffers=buffers, hash_stream=True)
+        seen = []
+        for batch in reader.batches():
+            seen += [bytes(batch.buffer[o : o + c]) for o, c in
+                     zip(batch.data_offset.tolist(), batch.caplen.tolist(), strict=True)]
+        feeder.join()
+        assert seen == [r.data for r in records]
+        assert reader.stream_sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert reader.stream_bytes == path.stat().st_size

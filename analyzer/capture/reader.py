@@ -23,6 +23,7 @@ import stat
 import sys
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -193,6 +194,34 @@ def read_into(stream: io.BufferedIOBase, target: memoryview) -> tuple[int, str]:
     return done, ""
 
 
+class _StreamHasher:
+    """The SHA-256 of a stream, on a thread of its own: hashlib lets go of the GIL on large
+    pieces, so the hash overlaps the walk and the decoding (the 2M capture through a pipe:
+    2.7 s, against 3.7 s with the hash on the reading thread). A piece in a ring buffer is
+    hashed from the buffer itself: `settle` waits for it before the buffer is written again."""
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="confscope-hash")
+        self._pending: dict[int, Future[None]] = {}  # the last piece of each ring buffer
+
+    def add(self, data: bytes | memoryview, slot: int) -> None:
+        """Hash `data` after the pieces added before it; `slot` -1: a copy of its own."""
+        done = self._pool.submit(self._sha256.update, data)
+        if slot >= 0:
+            self._pending[slot] = done
+
+    def settle(self, slot: int) -> None:
+        done = self._pending.pop(slot, None)
+        if done is not None:
+            done.result()
+
+    def hexdigest(self) -> str:
+        self._pool.shutdown(wait=True)  # (pieces are hashed in order, one thread)
+        self._pending.clear()
+        return self._sha256.hexdigest()
+
+
 class CaptureReader:
     """Iterate over the packets of one capture file in batches."""
 
@@ -204,18 +233,23 @@ class CaptureReader:
         self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         self.buffers = max(buffers, 1)
         self.info = CaptureInfo(path=str(self.path))
-        self._hash_stream = hash_stream
-        self._sha256 = hashlib.sha256()
+        self._hasher = _StreamHasher() if hash_stream else None
         self.stream_bytes = 0  # bytes read from a pipe
 
     def stream_sha256(self) -> str:
         """The SHA-256 of the bytes read from a pipe (all of them, once `batches` has ended)."""
-        return self._sha256.hexdigest()
+        return self._hasher.hexdigest() if self._hasher is not None else ""
 
-    def _consumed(self, data: bytes | memoryview) -> None:
+    def _consumed(self, data: bytes | memoryview, slot: int = -1) -> None:
+        """`data` was read (`slot`: the ring buffer it lies in, -1 for a copy of its own)."""
         self.stream_bytes += len(data)
-        if self._hash_stream:
-            self._sha256.update(data)
+        if self._hasher is not None:
+            self._hasher.add(data, slot)
+
+    def _reuse(self, slot: int) -> None:
+        """Ring buffer `slot` is about to be written again."""
+        if self._hasher is not None:
+            self._hasher.settle(slot)
 
     def batches(self) -> Iterator[PacketBatch]:
         """The capture's packets in file order; `info` is filled in as they are read."""
@@ -264,7 +298,7 @@ class CaptureReader:
         eof, read_error = False, ""
         while not eof:
             got, read_error = read_into(stream, view[carried : carried + self.chunk_bytes])
-            self._consumed(view[carried : carried + got])
+            self._consumed(view[carried : carried + got], turn)
             eof = bool(read_error) or got < self.chunk_bytes
             end = carried + got
             result = walker.walk(view[:end], start)
@@ -279,6 +313,7 @@ class CaptureReader:
             file_offset += result.stop
             carried, start = end - result.stop, 0
             turn = (turn + 1) % len(ring)
+            self._reuse(turn)
             following = memoryview(ring[turn])
             following[:carried] = view[result.stop : end]
             view = following
