@@ -250,15 +250,21 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
         (i, decided[i]) for i, f in enumerate(flows.flows)
         if i in decided and decided[i].strength >= services.NAME and not orientation[i].p2p
     }
+    undecided = [i for i in range(len(flows.flows)) if i not in decided]
     for _ in range(3):  # inheritance can chain: SIP -> SDP -> RTP, STUN -> TURN -> peer
-        for i, flow in enumerate(flows.flows):
-            if i in decided:
-                continue
+        still = []
+        for i in undecided:
+            flow = flows.flows[i]
             learned = services.inherited(flow, capture, decided, i) or services.same_server(
                 flow, 1 - orientation[i].client_side, by_server, i)
             if learned is not None:
                 evidence[i].append(learned)
                 decided[i] = learned
+            else:
+                still.append(i)
+        if len(still) == len(undecided):
+            break  # (nothing learned: another round would learn nothing either)
+        undecided = still
     return [_decide(orientation[i], evidence[i], inspector.facts[i])
             for i in range(len(flows.flows))]
 
