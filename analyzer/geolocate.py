@@ -8,13 +8,21 @@ client addresses (and said so), else unknown.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from analyzer.geo import GeoResolver, Location, Plausibility, Vantage, plausibility, provenance
+from analyzer.geo import (
+    GeoResolver,
+    Location,
+    Plausibility,
+    Vantage,
+    plausibility,
+    provenance,
+    special_purpose,
+)
 from analyzer.geo_hints import HostnameHint, hostname_hints
 
 GEO_COLUMNS = {
@@ -53,7 +61,22 @@ def vantage_for(settings: GeoSettings, resolver: GeoResolver, clients: Sequence[
         return Vantage.parse_point(settings.vantage_point)
     if settings.vantage_country:
         return Vantage.for_country(settings.vantage_country)
-    return Vantage.infer(resolver.locate(ip) for ip in sorted(set(clients)))
+    return Vantage.infer(_public_client_locations(resolver, clients))
+
+
+def _public_client_locations(resolver: GeoResolver, clients: Sequence[str]) -> Iterator[Location]:
+    """The locations of the public client addresses, in address order, up to the second
+    country (then no country is inferred): a capture may have a million private clients."""
+    countries: set[str] = set()
+    for ip in sorted(set(clients)):
+        if special_purpose(ip):
+            continue
+        location = resolver.locate(ip)
+        yield location
+        if location.country:
+            countries.add(location.country)
+            if len(countries) > 1:
+                return
 
 
 def geolocate(tables: dict[str, pd.DataFrame], settings: GeoSettings

@@ -392,6 +392,23 @@ def test_vantage_inferred_from_client_addresses() -> None:
     assert Vantage.infer(mixed) == Vantage()
 
 
+def test_vantage_from_the_flows_client_addresses() -> None:
+    """Private clients are skipped without being located, and the search stops at the second
+    country: a capture may have a million clients."""
+    from analyzer.geolocate import GeoSettings, vantage_for
+
+    resolver = GeoResolver(search_default_dirs=False, environ={})
+    private = [f"10.0.{i // 256}.{i % 256}" for i in range(2000)]
+    us = vantage_for(GeoSettings(), resolver, [*private, "8.8.8.8", "8.8.4.4", "8.8.8.8"])
+    assert us.country == "US" and "8.8.4.4" in us.source and "8.8.8.8" in us.source
+    located = len(resolver._cache)
+    assert located == 2  # the two public addresses, once each
+    fresh = GeoResolver(search_default_dirs=False, environ={})
+    mixed = vantage_for(GeoSettings(), fresh, ["24.114.0.1", "202.12.27.33", "193.0.14.129"])
+    assert mixed == Vantage()  # (in address order) NL, JP: no country; CA never looked up
+    assert set(fresh._cache) == {"193.0.14.129", "202.12.27.33"}
+
+
 # --- hostname hints -----------------------------------------------------------------------
 
 
