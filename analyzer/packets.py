@@ -444,10 +444,10 @@ def uncaptured_udp_bytes(buffer: np.ndarray, cols: PacketColumns, rows: np.ndarr
     length except in a first fragment, where it is the whole reassembled datagram's.
     """
     missing = np.zeros(rows.size, np.int64)
+    if not (cols.payload_truncated.any() or cols.fragment.any()):  # (most batches)
+        return missing
     short = np.flatnonzero(cols.payload_truncated[rows]
                            | (cols.fragment[rows] & ~cols.later_fragment[rows]))
-    if short.size == 0:
-        return missing
     at = rows[short]
     g, l3, l4 = Gather(buffer), cols.l3_offset[at], cols.l4_offset[at]
     ip_end = np.where(cols.ip_version[at] == 4,

@@ -115,9 +115,8 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     threads = settings.jobs or os.cpu_count() or 1
     workers = max(threads - 2, 0) if media_workers is None else media_workers
     # with the read-ahead thread, up to two batches are alive besides the one being filled
-    from_pipe = is_stream(Path(path))
     reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1,
-                           hash_stream=from_pipe and settings.hash_captures)
+                           hash_stream=settings.hash_captures)
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
@@ -168,8 +167,8 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     name = capture_name(Path(path))
     tables = build_tables(name, flows, inspector, media, capture)
     tables["timeline"] = timeline.table(name)
-    size = reader.stream_bytes if from_pipe else Path(path).stat().st_size
-    digest = reader.stream_sha256() if from_pipe and settings.hash_captures else ""
+    size = reader.stream_bytes if reader.from_pipe else Path(path).stat().st_size
+    digest = reader.stream_sha256()
     result = CaptureResult(reader.info, digest, size, tables, {})
     result.counts = _capture_counts(reader.info, tables)
     result.counts["ip_fragments"] = fragments

@@ -26,9 +26,10 @@ class Timeline:
         sel = np.flatnonzero(assign.flow_index >= 0)
         if sel.size == 0:
             return
-        later = cols.later_fragment[sel]  # a datagram's later fragments: bytes, no packet
+        # a datagram's later fragments: bytes, no packet
+        packet = ~cols.later_fragment[sel] if cols.later_fragment.any() else None
         part = _per_second(assign.flow_index[sel], cols.ts_ns[sel] // NS, cols.wirelen[sel],
-                           ~later if later.any() else None)
+                           packet)
         self._parts.append(part)
         self._rows += part[0].size
         if self._rows > FOLD_ROWS:

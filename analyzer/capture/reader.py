@@ -227,13 +227,14 @@ class CaptureReader:
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  buffers: int = 1, hash_stream: bool = False):
-        """`hash_stream`: a capture read through a pipe (`is_stream`) is hashed as it is read
+        """`hash_stream`: a capture read through a pipe (`from_pipe`) is hashed as it is read
         (`stream_sha256`, `stream_bytes`)."""
         self.path = Path(path)
         self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         self.buffers = max(buffers, 1)
         self.info = CaptureInfo(path=str(self.path))
-        self._hasher = _StreamHasher() if hash_stream else None
+        self.from_pipe = is_stream(self.path)  # read, not mapped, and hashed here if asked
+        self._hasher = _StreamHasher() if hash_stream and self.from_pipe else None
         self.stream_bytes = 0  # bytes read from a pipe
 
     def stream_sha256(self) -> str:
@@ -261,7 +262,7 @@ class CaptureReader:
             walker, start = self._make_walker(head, error)
             self.info.file_format = walker.file_format
             # a stream (even stdin redirected from a file) is read, and hashed, chunk by chunk
-            mapped = None if compressed or is_stream(self.path) else _map_file(stream)
+            mapped = None if compressed or self.from_pipe else _map_file(stream)
             if mapped is None:
                 yield from self._walk_chunks(stream, walker, head, start)
             else:

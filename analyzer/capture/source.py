@@ -19,8 +19,8 @@ def is_stream(path: Path) -> bool:
         return True
     try:
         return not stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        return False  # (missing: reported when it is opened)
+    except (OSError, ValueError):
+        return False  # (missing, or a NUL in the path: reported when it is opened)
 
 
 def capture_name(path: Path) -> str:
