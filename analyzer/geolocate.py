@@ -89,8 +89,7 @@ def geolocate(tables: dict[str, pd.DataFrame], settings: GeoSettings
         for capture, servers in tables["servers"].groupby("capture", sort=False):
             clients = tables["flows"].loc[tables["flows"]["capture"] == capture, "client_ip"]
             vantage = vantages[str(capture)] = vantage_for(settings, resolver, list(clients))
-            rows += [_geo_row(resolver, vantage, row, settings.flag_countries)
-                     for row in servers.itertuples()]
+            rows += _geo_rows(resolver, vantage, servers, settings.flag_countries)
         geo = pd.DataFrame(rows, columns=list(GEO_COLUMNS), index=tables["servers"].index)
         servers = pd.concat([tables["servers"], geo], axis=1)
         return servers, provenance(resolver), {c: _vantage_dict(v) for c, v in vantages.items()}
@@ -101,14 +100,28 @@ def _vantage_dict(v: Vantage) -> dict[str, object]:
             "source": v.source or "unknown: no --vantage given and no public client address"}
 
 
-def _geo_row(resolver: GeoResolver, vantage: Vantage, server: object,
+def _geo_rows(resolver: GeoResolver, vantage: Vantage, servers: pd.DataFrame,
+              flags: tuple[str, ...]) -> list[dict[str, object]]:
+    """The geo columns of each server. A row depends on the server's address only through
+    its location, so servers with the same answers, RTT and names share one (a capture with
+    a hundred thousand servers has far fewer distinct rows)."""
+    rows: dict[tuple[Location, float | None, str], dict[str, object]] = {}
+    out = []
+    for ip, rtt, names in zip(servers["ip"].tolist(), servers["rtt_min_ms"].tolist(),
+                              servers["names"].tolist(), strict=True):
+        rtt_ms = None if math.isnan(rtt) else float(rtt)  # (NaN is no key: it equals nothing)
+        key = (resolver.anonymous(str(ip)), rtt_ms, str(names))
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = _geo_row(vantage, *key, flags)
+        out.append(row)
+    return out
+
+
+def _geo_row(vantage: Vantage, location: Location, rtt_ms: float | None, names: str,
              flags: tuple[str, ...]) -> dict[str, object]:
-    location = resolver.locate(str(server.ip))  # type: ignore[attr-defined]
-    rtt = float(server.rtt_min_ms)  # type: ignore[attr-defined]
-    rtt_ms = None if math.isnan(rtt) else rtt
     checks = plausibility(location, rtt_ms, vantage)
-    hints = [h for name in _names(str(server.names))  # type: ignore[attr-defined]
-             for h in hostname_hints(name, location, vantage, rtt_ms)]
+    hints = [h for name in _names(names) for h in hostname_hints(name, location, vantage, rtt_ms)]
     return {**_location_columns(location), **_plausibility_columns(checks),
             "hostname_hints": "; ".join(_hint_text(h) for h in _unique_hints(hints)),
             **_flag_columns(location, checks, flags)}

@@ -283,6 +283,28 @@ def test_labels_match_python_reachability(address: Address) -> None:
     assert (label == "") == (address.is_global and not exempt), (address, label)
 
 
+def test_every_ipv4_block_python_calls_not_global_is_labelled() -> None:
+    """special_purpose trusts its table for IPv4 (it skips `is_global`, which is slow): each
+    block Python's ipaddress calls not global must be labelled, first to last address."""
+    constants = getattr(ipaddress, "_IPv4Constants", None)
+    private = getattr(constants, "_private_networks", None)
+    if private is None:
+        pytest.skip("this Python's ipaddress keeps its private networks elsewhere")
+    exceptions = getattr(constants, "_private_networks_exceptions", [])
+    blocks = [*private, ipaddress.ip_network("100.64.0.0/10")]
+    assert len(blocks) > 10
+    for block in blocks:
+        for address in (block.network_address, block.broadcast_address):
+            if not address.is_global and not any(address in e for e in exceptions):
+                assert special_purpose(str(address)), address
+
+
+def test_ipv4_text_forms_that_python_rejects_are_rejected() -> None:
+    for text in ("1.2.3.04", "01.2.3.4", "1.2.3", "256.1.1.1", " 1.2.3.4", "1.2.3.4\x00"):
+        with pytest.raises(ConfscopeError, match="not an IP address"):
+            special_purpose(text)
+
+
 def test_nat64_and_mapped_addresses_are_looked_up_as_ipv4(city_db: Path) -> None:
     resolver = GeoResolver([city_db], False, {})
     plain = resolver.locate(CITIZEN_LAB_IP)
