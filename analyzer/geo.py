@@ -550,7 +550,7 @@ class GeoResolver:
         self.skipped: tuple[str, ...] = tuple(skipped)
         self.databases: tuple[DatabaseInfo, ...] = tuple(s.info for s in self._sources)
         self._cache: dict[str, Location] = {}
-        self._anonymous: dict[tuple[object, ...], Location] = {}
+        self._anonymous: dict[tuple[str, tuple[_Answer, ...]], Location] = {}
 
     def locate(self, ip: str) -> Location:
         """Every source's answer for `ip` (cached); special-purpose addresses only labelled."""
@@ -567,16 +567,15 @@ class GeoResolver:
         share one Location, so that what is derived from it can be cached."""
         address = _parse_address(ip)
         special = _special_label(address)
-        if special:
-            key: tuple[object, ...] = (special,)
-        else:
-            text = str(address)
-            key = tuple(s.lookup(text) for s in self._sources)
+        text = str(address)
+        answers = () if special else tuple(s.lookup(text) for s in self._sources)
+        key = (special, answers)
         location = self._anonymous.get(key)
         if location is None:
             location = self._anonymous[key] = (
                 Location(ip="", special=special) if special else
-                _merge("", [(s.info.name, a) for s, a in zip(self._sources, key, strict=True)]))
+                _merge("", [(s.info.name, a) for s, a in zip(self._sources, answers,
+                                                             strict=True)]))
         return location
 
     def close(self) -> None:
