@@ -123,24 +123,50 @@ def range_service(address: str) -> Networks | None:
 
 def range_service_of(version: int, value: int) -> Networks | None:
     """`range_service` of an address given as its version and integer value."""
-    for entry, by_version in _range_index():
-        if value in by_version[version]:
-            return entry
-    return None
+    starts, entries = _first_range_pieces()[version]
+    return entries[bisect.bisect_right(starts, value) - 1]
+
+
+@lru_cache(maxsize=1)
+def _first_range_pieces() -> dict[int, tuple[list[int], list[Networks | None]]]:
+    """Per IP version, the address line cut wherever a service range begins or ends: the start
+    of each piece and the first list (in precedence order) covering it, so that a lookup is
+    one bisection however many lists there are."""
+    pieces: dict[int, tuple[list[int], list[Networks | None]]] = {}
+    for version in (4, 6):
+        lists = [(entry, by_version[version]) for entry, by_version in _range_index()]
+        edges = {0} | {edge for _, ranges in lists
+                       for low, high in zip(ranges.starts, ranges.ends, strict=True)
+                       for edge in (low, high + 1)}
+        starts = sorted(edges)
+        pieces[version] = (starts, [next((entry for entry, ranges in lists if start in ranges),
+                                          None) for start in starts])
+    return pieces
 
 
 def flow_range_service(flow: Flow, side: int) -> Networks | None:
     return range_service_of(*flow.address_value(side))
 
 
+@lru_cache(maxsize=1 << 14)  # (names repeat: a DNS answer's name is asked for in every flow)
 def name_service(name: str) -> str | None:
-    """The service a host name belongs to by its suffix, if any."""
-    name = name.lower().rstrip(".")
-    suffixes, _ = _name_table()
-    for service, endings in suffixes.items():
-        if any(name == end or name.endswith("." + end) for end in endings):
-            return service
-    return None
+    """The service a host name belongs to by its suffix, if any (the first service listed
+    with a matching suffix)."""
+    labels = name.lower().rstrip(".").split(".")
+    ranked = _ranked_suffixes()
+    found = [rank for i in range(len(labels))
+             if (rank := ranked.get(".".join(labels[i:]))) is not None]
+    return min(found)[1] if found else None
+
+
+@lru_cache(maxsize=1)
+def _ranked_suffixes() -> dict[str, tuple[int, str]]:
+    """Each name suffix with the first service (by its place in the table) listing it."""
+    ranked: dict[str, tuple[int, str]] = {}
+    for rank, (service, endings) in enumerate(_name_table()[0].items()):
+        for end in endings:
+            ranked.setdefault(end, (rank, service))
+    return ranked
 
 
 def certificate_service(name: str) -> str | None:
@@ -154,7 +180,6 @@ def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
     """Decide which endpoint is the client (the server offers the service)."""
     if flow.transport == "tcp" and flow.syn_sender >= 0:
         return Orientation(flow.syn_sender, False, "sent the TCP SYN")
-    caller = _sdp_caller_side(flow, capture)
     known = [flow.port(s) in SERVER_PORTS for s in (0, 1)]
     if known[0] != known[1]:
         return Orientation(0 if known[1] else 1, False, "other side uses a well-known port")
@@ -164,6 +189,7 @@ def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
     if known[0] and flow.port(0) != flow.port(1):
         lower = 0 if flow.port(0) < flow.port(1) else 1
         return Orientation(1 - lower, False, "other side uses the lower well-known port")
+    caller = _sdp_caller_side(flow, capture)
     if caller is not None:
         return Orientation(caller, facts.both_ends_are_peers, "is the caller (SDP offer)")
     if facts.both_ends_are_peers:

@@ -1,4 +1,5 @@
-"""The service range lookup (sorted intervals, bisect) agrees with testing every network."""
+"""The service range lookup (one bisection) agrees with testing every network, and the name
+lookup (by suffix) with testing every suffix."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import random
 
 import pytest
 
-from analyzer.services import Intervals, Networks, range_service, service_ranges
+from analyzer.services import (
+    Intervals,
+    Networks,
+    _name_table,
+    name_service,
+    range_service,
+    service_ranges,
+)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -60,3 +68,26 @@ def test_intervals_merge_and_bisect(networks: list[str], inside: list[str],
     intervals = Intervals.of(ipaddress.ip_network(n) for n in networks)
     assert all(int(ipaddress.ip_address(a)) in intervals for a in inside)
     assert not any(int(ipaddress.ip_address(a)) in intervals for a in outside)
+
+
+def _name_by_scan(name: str) -> str | None:
+    """The first service in the table with a suffix `name` equals or ends with (a scan)."""
+    name = name.lower().rstrip(".")
+    for service, endings in _name_table()[0].items():
+        if any(name == end or name.endswith("." + end) for end in endings):
+            return service
+    return None
+
+
+def test_name_service_matches_a_scan_of_every_suffix() -> None:
+    endings = [end for ends in _name_table()[0].values() for end in ends]
+    rng = random.Random(5)
+    names = ["", ".", "example.com", "notzoom.us", "zoom.us.evil.example"]
+    for end in endings:
+        head, _, tail = end.partition(".")
+        names += [end, end.upper() + ".", f"a.{end}", f"x-{end}", f"a..{end}", f".{end}",
+                  f"{head}x.{tail}", tail, f"{rng.choice(endings)}.{end}"]
+    names += [f"{rng.choice(endings)}.{rng.choice(endings)}" for _ in range(500)]
+    assert sum(_name_by_scan(n) is not None for n in names) > len(names) // 2
+    for name in names:
+        assert name_service(name) == _name_by_scan(name), name
