@@ -199,6 +199,8 @@ def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
 
 def _sdp_caller_side(flow: Flow, capture: CaptureFacts) -> int | None:
     """The side announced in a SIP offer when the other side was announced in the answer."""
+    if not capture.sdp_media:
+        return None
     announced = [next(iter(capture.sdp_media.get((flow.address(s), flow.port(s)), [])), None)
                  for s in (0, 1)]
     if announced[0] is None or announced[1] is None or announced[0].offer == announced[1].offer:
@@ -248,9 +250,20 @@ def _name_evidence(found: list[Evidence], name: str, source: str, frame: int) ->
 
 
 def _port_evidence(flow: Flow) -> list[Evidence]:
-    a, b = flow.port(0), flow.port(1)
-    return [Evidence(PORT, service, text) for transport, low, high, service, text in PORT_RULES
-            if flow.transport == transport and (low <= a <= high or low <= b <= high)]
+    index = _port_rule_index()
+    rules = (index.get((flow.transport, flow.port(0)), ())
+             + index.get((flow.transport, flow.port(1)), ()))
+    return [Evidence(PORT, PORT_RULES[i][3], PORT_RULES[i][4]) for i in sorted(set(rules))]
+
+
+@lru_cache(maxsize=1)
+def _port_rule_index() -> dict[tuple[str, int], tuple[int, ...]]:
+    """(transport, port) -> the `PORT_RULES` (their indices) whose range holds the port."""
+    index: dict[tuple[str, int], tuple[int, ...]] = {}
+    for i, (transport, low, high, _, _) in enumerate(PORT_RULES):
+        for port in range(low, high + 1):
+            index[(transport, port)] = (*index.get((transport, port), ()), i)
+    return index
 
 
 def best(evidence: list[Evidence]) -> Evidence | None:

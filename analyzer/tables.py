@@ -6,6 +6,7 @@ generated from it and a test checks that every table has exactly its documented 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -433,7 +434,8 @@ MEDIA_PROTOCOLS = frozenset({"rtp", "srtp", "rtcp", "srtcp", "zoom"})
 CONTROL_PROTOCOLS = frozenset({"tls", "quic", "sip", "whatsapp"})
 
 
-def flow_roles(protocols: str, service: str, p2p: bool, key_exchange: str) -> set[str]:
+@functools.lru_cache(maxsize=1 << 12)  # (few distinct combinations, many flows)
+def flow_roles(protocols: str, service: str, p2p: bool, key_exchange: str) -> frozenset[str]:
     """The roles (`ROLE_ORDER`) the server side of a flow plays."""
     found = set(protocols.split("+"))
     roles = set()
@@ -450,7 +452,7 @@ def flow_roles(protocols: str, service: str, p2p: bool, key_exchange: str) -> se
             roles.add("media-relay")
     if "stun" in found and not roles:
         roles.add("stun")
-    return roles or {"other"}
+    return frozenset(roles or {"other"})
 
 
 def _media_seconds(stream_rows: list[dict[str, object]]) -> dict[int, float]:

@@ -8,10 +8,13 @@ import random
 
 import pytest
 
+from analyzer.flows import Flow
 from analyzer.services import (
+    PORT_RULES,
     Intervals,
     Networks,
     _name_table,
+    _port_evidence,
     name_service,
     range_service,
     service_ranges,
@@ -91,3 +94,15 @@ def test_name_service_matches_a_scan_of_every_suffix() -> None:
     assert sum(_name_by_scan(n) is not None for n in names) > len(names) // 2
     for name in names:
         assert name_service(name) == _name_by_scan(name), name
+
+
+def test_port_evidence_matches_a_scan_of_every_rule() -> None:
+    rng = random.Random(9)
+    edges = [p for _, low, high, _, _ in PORT_RULES for p in (low - 1, low, high, high + 1)]
+    for _ in range(3000):
+        transport = rng.choice(["udp", "tcp"])
+        a, b = rng.choice(edges), rng.choice([*edges, rng.randrange(65536)])
+        flow = Flow(1, transport, (0, 1, a), (0, 2, b), 0, 0, 1, 0)
+        expected = [(service, text) for t, low, high, service, text in PORT_RULES
+                    if t == transport and (low <= a <= high or low <= b <= high)]
+        assert [(e.service, e.text) for e in _port_evidence(flow)] == expected, (transport, a, b)

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from analyzer.decode.tls_registry import is_grease
 from analyzer.errors import DecodeError
@@ -96,6 +96,9 @@ def version_name(version: int) -> str:
     return "GREASE" if is_grease(version) else f"0x{version:04X}"
 
 
+EXTENSION_HEADER = struct.Struct(">HH")  # type, length
+
+
 class _Reader:
     """Bounds-checked cursor over a byte string; every short read raises DecodeError."""
 
@@ -111,19 +114,28 @@ class _Reader:
         return len(self._data) - self._pos
 
     def take(self, size: int) -> bytes:
-        if size > self.remaining:
-            raise DecodeError(f"{self._what}: needs {size} bytes at offset {self._pos}, "
-                              f"{self.remaining} left")
-        chunk = self._data[self._pos:self._pos + size]
-        self._pos += size
-        return chunk
+        start = self._pos
+        end = start + size
+        if end > len(self._data):
+            self._short(size)
+        self._pos = end
+        return self._data[start:end]
 
     def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
+        start = self._pos
+        end = start + size
+        if end > len(self._data):
+            self._short(size)
+        self._pos = end
+        return int.from_bytes(self._data[start:end], "big")
 
     def vector(self, length_size: int) -> bytes:
         """A TLS vector: a length of `length_size` bytes, then that many bytes."""
         return self.take(self.uint(length_size))
+
+    def _short(self, size: int) -> NoReturn:
+        raise DecodeError(f"{self._what}: needs {size} bytes at offset {self._pos}, "
+                          f"{self.remaining} left")
 
     def expect_end(self) -> None:
         if self.remaining:
@@ -133,7 +145,7 @@ class _Reader:
 def _uint16_list(data: bytes, what: str) -> tuple[int, ...]:
     if len(data) % 2:
         raise DecodeError(f"{what}: odd length {len(data)}")
-    return tuple(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    return struct.unpack(f">{len(data) // 2}H", data)
 
 
 def _without_grease(values: tuple[int, ...]) -> tuple[int, ...]:
@@ -193,11 +205,21 @@ def _parse_extensions(reader: _Reader) -> Extensions:
     """Extensions block, if any (it is optional before TLS 1.2 and in SSL 3.0 hellos)."""
     if reader.remaining == 0:
         return ()
-    block = _Reader(reader.vector(2), "extensions")
+    data = reader.vector(2)
     reader.expect_end()
     extensions = []
-    while block.remaining:
-        extensions.append((block.uint(2), block.vector(2)))
+    pos, end = 0, len(data)
+    while pos + 4 <= end:  # (inline: a ClientHello has a dozen or more)
+        ext_type, length = EXTENSION_HEADER.unpack_from(data, pos)
+        pos += 4
+        if pos + length > end:
+            break
+        extensions.append((ext_type, data[pos:pos + length]))
+        pos += length
+    if pos != end:  # malformed: the reader says where
+        block = _Reader(data, "extensions")
+        while block.remaining:
+            block.uint(2), block.vector(2)
     return tuple(extensions)
 
 
