@@ -300,12 +300,16 @@ class MediaExtractor:
         batch = self._batch
         if batch is None:
             return
-        if flow_index >= 0:
-            flows = np.array([flow_index])
-        else:
-            clients = list(self.capture.zoom_stun_clients)
-            flows = batch.flows_with(clients[batch.clients_seen :], self._flow)
-            batch.clients_seen = len(clients)
+        if flow_index >= 0:  # (the usual case, one flow: without arrays)
+            before = int(self._modes[flow_index])
+            mode = self._modes[flow_index] = self._mode(flow_index,
+                                                        self.capture.zoom_stun_clients)
+            if mode != before:
+                batch.events.append((flow_index, row, mode))
+            return
+        clients = list(self.capture.zoom_stun_clients)
+        flows = batch.flows_with(clients[batch.clients_seen :], self._flow)
+        batch.clients_seen = len(clients)
         if flows.size == 0:
             return
         before = self._modes[flows].copy()
@@ -362,24 +366,22 @@ class MediaExtractor:
     def _modes_of(self, flows: np.ndarray) -> np.ndarray:
         """Decide the modes of `flows` (distinct flow indices) from their facts now, and keep
         them in `_modes`."""
-        ports_of, facts_of = self._flow_ports, self.facts
-        ports_of.extend([None] * (len(self.flows.flows) - len(ports_of)))
         clients = self.capture.zoom_stun_clients
-        modes = []
-        for index in flows.tolist():  # inline: thousands of flows per capture and batch
-            ports, facts = ports_of[index] or self._flow(index), facts_of[index]
-            if ports.no_media or not facts.protocols.isdisjoint(NOT_MEDIA):
-                modes.append(3)  # no RTP: neither plain (mode & 3 != 0) nor Zoom (3 unused)
-                continue
-            mode = 0
-            if ports.zoom_server:
-                mode = 1
-            elif facts.zoom_p2p or (clients and ports.zoom_stun_client(clients)):
-                mode = 2
-            modes.append(mode + 4 if facts.stun is not None or ports.turn else mode)
-        decided = np.array(modes, np.int8)
+        decided = np.array([self._mode(index, clients) for index in flows.tolist()], np.int8)
         self._modes[flows] = decided
         return decided
+
+    def _mode(self, index: int, clients: dict[tuple[str, int], float]) -> int:
+        """The mode of flow `index` from its facts now (see `_flow_modes`)."""
+        ports, facts = self._flow(index), self.facts[index]
+        if ports.no_media or not facts.protocols.isdisjoint(NOT_MEDIA):
+            return 3  # no RTP: neither plain (mode & 3 != 0) nor Zoom (3 is unused)
+        mode = 0
+        if ports.zoom_server:
+            mode = 1
+        elif facts.zoom_p2p or (clients and ports.zoom_stun_client(clients)):
+            mode = 2
+        return mode + 4 if facts.stun is not None or ports.turn else mode
 
     def _flow(self, index: int) -> _FlowPorts:
         """The cached ports and endpoints of a flow."""
