@@ -64,7 +64,9 @@ def transport_segment(packet: Packet) -> bytes:
     else:
         header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
     pseudo = src + dst + struct.pack("!BBH", 0, proto, len(header) + len(payload))
-    checksum = internet_checksum(pseudo + header + payload) or 0xFFFF
+    checksum = internet_checksum(pseudo + header + payload)
+    if proto == PROTO_UDP and checksum == 0:
+        checksum = 0xFFFF  # (RFC 768: zero means none was computed)
     at = 6 if proto == PROTO_UDP else 16
     return header[:at] + struct.pack("!H", checksum) + header[at + 2:] + payload
 
