@@ -21,23 +21,26 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
                server_names: list[str], per_flow_streams: dict[int, list[StreamState]]
                ) -> list[FlowView]:
     views = []
+    layouts, srtcp, rtcp = media.zoom_layouts, media.srtcp_packets, media.rtcp_packets
     for i, flow in enumerate(flows.flows):
         orientation, service, _ = attribution[i]
         server = 1 - orientation.client_side
-        streams = per_flow_streams.get(i, [])
         view = FlowView(
             flow_id=flow.flow_id, transport=flow.transport, service=service,
             p2p=orientation.p2p, server=f"{flow.address(server)}:{flow.port(server)}",
             server_name=server_names[i], facts=inspector.facts[i],
-            media_packets=sum(sum(s.payload_types.values()) for s in streams),
-            zoom_media=any(s.encap == ENCAP_ZOOM for s in streams),
-            zoom_legacy="legacy" in media.zoom_layouts.get(i, set()),
-            zoom_encapsulated=bool(media.zoom_layouts.get(i)),
-            srtcp_trailer=any(media.srtcp_packets.get((i, d)) for d in (0, 1)),
-            rtcp_packets=sum(media.rtcp_packets.get((i, d), 0) for d in (0, 1)),
+            zoom_legacy="legacy" in layouts.get(i, ()),
+            zoom_encapsulated=bool(layouts.get(i)),
+            srtcp_trailer=bool(srtcp.get((i, 0)) or srtcp.get((i, 1))),
+            rtcp_packets=rtcp.get((i, 0), 0) + rtcp.get((i, 1), 0),
         )
-        view.ecb_frames = tuple(pair for s in streams if (r := media.ecb_result(s)) is not None
-                                and r.verdict == "ecb" for pair in r.examples)
+        streams = per_flow_streams.get(i, [])
+        if streams:  # (most flows of a busy capture have none)
+            view.media_packets = sum(sum(s.payload_types.values()) for s in streams)
+            view.zoom_media = any(s.encap == ENCAP_ZOOM for s in streams)
+            view.ecb_frames = tuple(pair for s in streams
+                                    if (r := media.ecb_result(s)) is not None
+                                    and r.verdict == "ecb" for pair in r.examples)
         view.sdp = _sdp_entries(flow, streams, media, capture)
         view.sdp_cleartext_frames = _sdes_frames(view.sdp, capture)
         views.append(view)
@@ -47,6 +50,8 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
 
 def _sdp_entries(flow: Flow, streams: list[StreamState], media: MediaExtractor,
                  capture: CaptureFacts) -> list[SdpMedia]:
+    if not capture.sdp_media:
+        return []
     found = [entry for s in streams if (entry := media.sdp_for(s)) is not None]
     if not found:  # e.g. an RTCP-only flow: look up its endpoints directly
         for side in (0, 1):

@@ -68,32 +68,30 @@ class Inspector:
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
         self.grow()
         rows, kinds = self._select(batch, cols, assign)
-        for row, kind in zip(rows.tolist(), kinds.tolist(), strict=True):
-            fi = int(assign.flow_index[row])
+        # the selected rows' fields as Python values, read once (not a numpy scalar at a time)
+        fields = zip(rows.tolist(), kinds.tolist(), assign.flow_index[rows].tolist(),
+                     assign.direction[rows].tolist(), cols.frame[rows].tolist(),
+                     cols.ts_ns[rows].tolist(), cols.payload_offset[rows].tolist(),
+                     cols.payload_len[rows].tolist(), cols.tcp_flags[rows].tolist(),
+                     cols.tcp_seq[rows].tolist(), strict=True)
+        buffer = batch.buffer
+        for row, kind, fi, d, frame, ts_ns, start, length, flags, seq in fields:
             if kind == KIND_UDP_FRAGMENT:
                 fi = self._fragment_row(batch, cols, assign, row)
                 if fi >= 0 and self.on_mode_inputs is not None:
                     self.on_mode_inputs(row, fi)
                 continue
             before = self._mode_inputs(fi)
-            self._packet_row(batch, cols, assign, row, kind)
+            data = buffer[start : start + length].tobytes()
+            if kind == KIND_TCP:
+                self._tcp_segment(fi, d, frame, ts_ns / 1e9, data, flags, seq)
+            else:
+                self._handlers[kind](fi, d, frame, ts_ns / 1e9, data)
             after = self._mode_inputs(fi)
             if self.on_mode_inputs is not None and after != before:
                 if after[-1] != before[-1]:  # a new Zoom STUN client: any flow may be its
                     self.on_mode_inputs(row, -1)
                 self.on_mode_inputs(row, fi)
-
-    def _packet_row(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
-                    row: int, kind: int) -> None:
-        fi, d = int(assign.flow_index[row]), int(assign.direction[row])
-        frame, ts = int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9
-        start = int(cols.payload_offset[row])
-        data = batch.buffer[start : start + int(cols.payload_len[row])].tobytes()
-        if kind == KIND_TCP:
-            self._tcp_segment(fi, d, frame, ts, data, int(cols.tcp_flags[row]),
-                              int(cols.tcp_seq[row]))
-        else:
-            self._handlers[kind](fi, d, frame, ts, data)
 
     def _fragment_row(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
                       row: int) -> int:

@@ -57,7 +57,9 @@ class SessionRecorder:
         req_ts, req_frame, req_dir = request
         if req_dir != d and ts >= req_ts:
             sample = RttSample(kind, round((ts - req_ts) * 1000, 3), req_frame, frame)
-            self._facts(fi).rtt.append(sample)
+            facts = self._facts(fi)
+            if not facts.rtt or sample.rtt_ms < facts.rtt[0].rtt_ms:
+                facts.rtt = (sample,)  # (only the fastest is reported: a flood keeps one)
 
     def tcp_syn(self, fi: int, d: int, frame: int, ts: float, is_synack: bool) -> None:
         if not is_synack:

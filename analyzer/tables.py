@@ -195,10 +195,10 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     per_flow_streams: dict[int, list[StreamState]] = {}
     for stream in media.streams.values():
         per_flow_streams.setdefault(stream.flow_index, []).append(stream)
-    attribution = _attribute(flows, inspector, media, capture, per_flow_streams)
+    attribution, flow_names = _attribute(flows, inspector, media, capture, per_flow_streams)
     flow_rows = [
         _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
-                  per_flow_streams.get(i, []), capture)
+                  per_flow_streams.get(i, []), flow_names[i])
         for i, flow in enumerate(flows.flows)
     ]
     views = assess.flow_views(flows, inspector, media, capture, attribution,
@@ -212,9 +212,10 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     flows_df = _frame(flow_rows, "flows")
     names: dict[str, set[tuple[str, str]]] = {}
     for i, flow in enumerate(flows.flows):
-        server = 1 - attribution[i][0].client_side
-        for name, source, _ in services.flow_names(flow, server, inspector.facts[i], capture):
-            names.setdefault(flow.address(server), set()).add((name, source))
+        if flow_names[i]:
+            server = 1 - attribution[i][0].client_side
+            names.setdefault(flow.address(server), set()).update(
+                (name, source) for name, source, _ in flow_names[i])
     signalling = [{"capture": capture_name, "flow_id": r["flow_index"] + 1,  # type: ignore[operator]
                    **{k: v for k, v in r.items() if k != "flow_index"}}
                   for r in capture.sip_messages]
@@ -230,17 +231,23 @@ def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
     return (stream.flow_index, stream.direction, stream.ssrc, stream.fec)
 
 
+Names = list[tuple[str, str, int]]  # (name, source, frame), as `services.flow_names` gives
+
+
 def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
                capture: CaptureFacts, per_flow_streams: dict[int, list[StreamState]]
-               ) -> list[tuple[services.Orientation, str, str]]:
-    """(orientation, service, evidence text) per flow; inheritance runs after direct evidence."""
-    orientation = [services.orient(f, inspector.facts[i], capture)
-                   for i, f in enumerate(flows.flows)]
+               ) -> tuple[list[tuple[services.Orientation, str, str]], list[Names]]:
+    """(orientation, service, evidence text) per flow, inheritance after direct evidence; and
+    the names of each flow's server."""
+    facts = inspector.facts
+    orientation = [services.orient(f, facts[i], capture) for i, f in enumerate(flows.flows)]
+    names = [services.flow_names(f, 1 - orientation[i].client_side, facts[i], capture)
+             for i, f in enumerate(flows.flows)]
     evidence: list[list[Evidence]] = []
     decided: dict[int, Evidence] = {}
     for i, flow in enumerate(flows.flows):
         found = services.direct_evidence(flow, 1 - orientation[i].client_side,
-                                         inspector.facts[i], capture)
+                                         facts[i], capture, names[i])
         found.extend(_media_evidence(per_flow_streams.get(i, [])))
         evidence.append(found)
         top = services.best([e for e in found if e.strength > services.PORT])
@@ -266,8 +273,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
         if len(still) == len(undecided):
             break  # (nothing learned: another round would learn nothing either)
         undecided = still
-    return [_decide(orientation[i], evidence[i], inspector.facts[i])
-            for i in range(len(flows.flows))]
+    return [_decide(orientation[i], evidence[i], facts[i])
+            for i in range(len(flows.flows))], names
 
 
 def _media_evidence(streams: list[StreamState]) -> list[Evidence]:
@@ -288,11 +295,11 @@ def _decide(orientation: services.Orientation, evidence: list[Evidence],
 
 def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
               attribution: tuple[services.Orientation, str, str], media: MediaExtractor,
-              streams: list[StreamState], capture: CaptureFacts) -> dict[str, object]:
+              streams: list[StreamState], names: Names) -> dict[str, object]:
     orientation, service, evidence_text = attribution
     c = orientation.client_side
     s = 1 - c
-    name, name_source = _server_name(flow, s, facts, capture)
+    name, name_source = _server_name(names)
     return {
         "capture": capture_name, "flow_id": flow.flow_id, "transport": flow.transport,
         "client_ip": flow.address(c), "client_port": flow.port(c),
@@ -327,12 +334,15 @@ def _rtt_evidence(facts: FlowFacts) -> str:
     return f"{best.kind} frames {best.request_frame}->{best.response_frame}"
 
 
-def _server_name(flow: Flow, server_side: int, facts: FlowFacts,
-                 capture: CaptureFacts) -> tuple[str, str]:
-    names = services.flow_names(flow, server_side, facts, capture)
-    rank = {"tls-sni": 0, "quic-sni": 0, "dtls-sni": 0, "dns": 1}
-    names.sort(key=lambda n: rank.get(n[1], 2))
-    return (names[0][0], names[0][1]) if names else ("", "")
+NAME_RANK = {"tls-sni": 0, "quic-sni": 0, "dtls-sni": 0, "dns": 1}  # the server name's source
+
+
+def _server_name(names: Names) -> tuple[str, str]:
+    """The best of the server's names (the first of the best-ranked source) and its source."""
+    if not names:
+        return "", ""
+    name, source, _ = min(names, key=lambda n: NAME_RANK.get(n[1], 2))
+    return name, source
 
 
 def _tls_version(facts: FlowFacts) -> str:
@@ -348,12 +358,14 @@ def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
                streams: list[StreamState]) -> list[str]:
     found = set(facts.protocols)
     index = flow.flow_id - 1
-    srtcp_trailer = any(media.srtcp_packets.get((index, d)) for d in (0, 1))
-    secure = srtcp_trailer or _srtp_evidence(facts, media, streams)  # one SRTP context
-    if streams:
-        found.add("srtp" if secure else "rtp")
-    if any(media.rtcp_packets.get((index, d)) for d in (0, 1)):
-        found.add("srtcp" if secure else "rtcp")
+    rtcp = any(media.rtcp_packets.get((index, d)) for d in (0, 1))
+    if streams or rtcp:
+        srtcp_trailer = any(media.srtcp_packets.get((index, d)) for d in (0, 1))
+        secure = srtcp_trailer or _srtp_evidence(facts, media, streams)  # one SRTP context
+        if streams:
+            found.add("srtp" if secure else "rtp")
+        if rtcp:
+            found.add("srtcp" if secure else "rtcp")
     if flow.transport == "tcp" and not found:
         found.add("tcp")
     return [p for p in PROTOCOL_ORDER if p in found] + sorted(found - set(PROTOCOL_ORDER))
