@@ -233,8 +233,9 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
 
 def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
     names = results[0].tables.keys() if results else ()
-    tables = {
-        name: pd.concat([r.tables[name] for r in results], ignore_index=True) for name in names
+    tables = {  # (one capture's tables as they are: a copy would double the peak)
+        name: pd.concat([r.tables[name] for r in results], ignore_index=True)
+        if len(results) > 1 else results[0].tables[name] for name in names
     }
     tables["servers"], databases, vantages = geolocate(tables, settings.geo)
     found = findings.findings(tables)

@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -177,8 +177,10 @@ COLUMNS: dict[str, dict[str, str]] = {
 TIME_COLUMNS = ("first_seen", "last_seen")  # in the rows: nanoseconds since the epoch
 
 
-def _frame(rows: list[dict[str, object]], table: str) -> pd.DataFrame:
-    """The table from its rows; its `TIME_COLUMNS` become UTC times (one conversion each)."""
+def _frame(rows: Sequence[dict[str, object]] | Sequence[tuple[object, ...]],
+           table: str) -> pd.DataFrame:
+    """The table from its rows (dicts, or tuples in `COLUMNS` order); its `TIME_COLUMNS`
+    become UTC times (one conversion each)."""
     frame = pd.DataFrame(rows, columns=list(COLUMNS[table]))
     for column in TIME_COLUMNS if rows else ():
         if column in frame:
@@ -196,20 +198,31 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     for stream in media.streams.values():
         per_flow_streams.setdefault(stream.flow_index, []).append(stream)
     attribution, flow_names = _attribute(flows, inspector, media, capture, per_flow_streams)
-    flow_rows = [
-        _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
-                  per_flow_streams.get(i, []), flow_names[i])
-        for i, flow in enumerate(flows.flows)
-    ]
-    views = assess.flow_views(flows, inspector, media, capture, attribution,
-                              [str(r["server_name"]) for r in flow_rows], per_flow_streams)
+    # (a capture may have millions of flows: rows are kept as tuples, a fifth of a dict's
+    # size, and each step frees what it consumed)
+    server_names: list[str] = []
+    flow_rows: list[tuple[object, ...]] = []
+    row_keys: list[str] = []
+    for i, flow in enumerate(flows.flows):
+        row = _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
+                        per_flow_streams.get(i, []), flow_names[i])
+        row_keys = row_keys or list(row)
+        server_names.append(str(row["server_name"]))
+        flow_rows.append(tuple(row.values()))
+    views = assess.flow_views(flows, inspector, media, capture, attribution, server_names,
+                              per_flow_streams)
     flow_verdicts = assess.verdicts(views)
-    for row, verdict in zip(flow_rows, flow_verdicts, strict=True):
-        row.update(_verdict_columns(verdict))
+    del views, server_names
     stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media,
                                flow_verdicts[s.flow_index])
                    for s in sorted(media.streams.values(), key=_stream_order)]
+    for i, verdict in enumerate(flow_verdicts):
+        if i == 0 and row_keys + list(_verdict_columns(verdict)) != list(COLUMNS["flows"]):
+            raise RuntimeError("flow row keys out of COLUMNS order")  # (tuples: by place)
+        flow_rows[i] += _verdict_values(verdict)
+    del flow_verdicts
     flows_df = _frame(flow_rows, "flows")
+    del flow_rows
     names: dict[str, set[tuple[str, str]]] = {}
     for i, flow in enumerate(flows.flows):
         if flow_names[i]:
@@ -396,6 +409,11 @@ def _ecb_columns(result: EcbResult | None) -> dict[str, object]:
             "ecb_repeat_rate": result.repeat_rate,
             "ecb_expected_random": result.expected_repeats_random,
             "ecb_examples": "; ".join(f"{a}/{b}" for a, b in result.examples)}
+
+
+def _verdict_values(verdict: Verdict) -> tuple[object, ...]:
+    """`_verdict_columns`'s values, in order."""
+    return tuple(_verdict_columns(verdict).values())
 
 
 def _verdict_columns(verdict: Verdict) -> dict[str, object]:
