@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import math
 import random
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analyzer import tables as tables_module
 from analyzer.findings import COVERAGE_COLUMNS, VERDICTS, coverage
 from analyzer.pipeline import analyze
 from analyzer.tables import (
@@ -23,6 +25,7 @@ from analyzer.tables import (
     flow_roles,
     neutralize_formulas,
     utc_text,
+    write_csv,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +203,47 @@ def test_coverage_matches_its_pandas_form() -> None:
         got, expected = coverage(tables), _reference_coverage(tables)
         assert got.to_csv() == expected.to_csv()
         assert got.dtypes.equals(expected.dtypes)
+
+
+def _edge_frame(rows: int, rng: random.Random) -> pd.DataFrame:
+    """Every kind of column the tables have, with missing values, awkward floats and text
+    that needs quoting (but no carriage return: see the next test)."""
+    texts = ["plain", "a,b", 'say "hi"', "two\nlines", "", " spaced ", "ünï", "=1+2", "\t"]
+    floats = [0.0, -0.0, 0.1, 1e16, 1e-5, 123.456, math.inf, -math.inf, math.nan, 2.5e-300]
+    stamps = pd.to_datetime([1_715_691_600_000_279_000 + i * 1_000 for i in range(rows)],
+                            utc=True)
+    return pd.DataFrame({
+        "text": pd.Series([rng.choice([*texts, None]) for _ in range(rows)], dtype="str"),
+        "mixed": [rng.choice(["x", 7, None, 1.5, True, "y,z"]) for _ in range(rows)],
+        "real": [rng.choice(floats) for _ in range(rows)],
+        "count": [rng.randrange(-5, 10**12) for _ in range(rows)],
+        "maybe": pd.array([rng.choice([1, 2**40, None]) for _ in range(rows)], dtype="Int64"),
+        "flag": [rng.random() < 0.5 for _ in range(rows)],
+        "flag_or_na": pd.array([rng.choice([True, False, None]) for _ in range(rows)],
+                               dtype="boolean"),
+        "when": stamps.where([rng.random() < 0.9 for _ in range(rows)]),
+    })
+
+
+def test_csv_writer_writes_what_pandas_writes(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tables_module, "CSV_CHUNK_ROWS", 97)  # several chunks
+    frame = _edge_frame(1_000, random.Random(4))
+    write_csv(frame, tmp_path / "ours.csv")
+    frame.to_csv(tmp_path / "pandas.csv", index=False)
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    for column in frame.columns:  # one column alone: an empty cell is written ""
+        write_csv(frame[[column]], tmp_path / "one.csv")
+        frame[[column]].to_csv(tmp_path / "pandas-one.csv", index=False)
+        assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "pandas-one.csv").read_bytes()
+
+
+def test_csv_carriage_return_from_a_capture_does_not_split_its_row(tmp_path: Path) -> None:
+    hostile = ["evil\rhost,1,2", "a\r\nb", "\r", 'x"\ry']
+    frame = pd.DataFrame({"server_name": hostile, "flow_id": range(len(hostile))})
+    write_csv(frame, tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
+    assert back["server_name"].tolist() == hostile
+    assert back["flow_id"].tolist() == list(range(len(hostile)))
+    with (tmp_path / "t.csv").open(newline="", encoding="utf-8") as f:
+        assert [row[0] for row in csv.reader(f)][1:] == hostile
