@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from analyzer.pipeline import Settings, analyze
+from analyzer.printable import printable
 
 EXIT_HOLDS, EXIT_BROKEN = 0, 1
 
@@ -101,9 +102,11 @@ def _print_text(claim: str, broken: list[ServerVerdict], unverified: list[Server
     verdict = "does NOT hold" if broken else "holds"
     print(f"Claim: {claim} -> {verdict}", file=out)
     for v in broken:
-        print(f"  BREAKS  {v.ip} [{v.roles}] {v.names or '(no name seen)'}", file=out)
-        print(f"          location: {v.countries}", file=out)
-        print(f"          plausibility: {v.plausibility}: {v.plausibility_text}", file=out)
+        print(printable(f"  BREAKS  {v.ip} [{v.roles}] {v.names or '(no name seen)'}"),
+              file=out)
+        print(printable(f"          location: {v.countries}"), file=out)
+        print(printable(f"          plausibility: {v.plausibility}: {v.plausibility_text}"),
+              file=out)
     for v in unverified:
         print(f"  UNPLACED {v.ip} [{v.roles}]: no source knows where it is", file=out)
     databases = summary.get("geoip_databases", [])

@@ -13,8 +13,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from analyzer.printable import printable
+
 if TYPE_CHECKING:
     from analyzer.pipeline import Analysis
+
+def shown(value: object) -> str:
+    """Text from a capture (or a file name) for rich: control characters shown as \\xNN
+    (`printable`) and rich's markup escaped."""
+    return escape(printable(value))
 
 
 @contextmanager
@@ -46,16 +53,16 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
     for capture in captures:
         damage = capture.get("damage")
         if damage:
-            console.print(f"[yellow]damaged:[/] {escape(capture['name'])}: "
-                          f"{escape(damage['reason'])} "
+            console.print(f"[yellow]damaged:[/] {shown(capture['name'])}: "
+                          f"{shown(damage['reason'])} "
                           f"(read up to frame {damage['first_unreadable_frame'] - 1})")
         if capture.get("packets_of_undecoded_link_types"):
-            console.print(f"[yellow]not decoded:[/] {escape(capture['name'])}: "
+            console.print(f"[yellow]not decoded:[/] {shown(capture['name'])}: "
                           f"{capture['packets_of_undecoded_link_types']} packets of a link "
                           f"type confscope does not read (link types {capture['link_types']}; "
                           "it reads Ethernet, Linux cooked, raw IP and BSD loopback)")
         if capture.get("flows_with_decode_problems"):
-            console.print(f"[yellow]malformed messages:[/] {escape(capture['name'])}: "
+            console.print(f"[yellow]malformed messages:[/] {shown(capture['name'])}: "
                           f"{capture['flows_with_decode_problems']} flow(s), see "
                           "decode_problems in flows.csv")
     if len(flows):
@@ -64,10 +71,10 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
         console.print(_stream_table(analysis))
     for finding in [f for f in analysis.findings if f["severity"] in ("high", "medium")][:8]:
         colour = "red" if finding["severity"] == "high" else "yellow"
-        console.print(f"[{colour}]{finding['severity']}[/]: {escape(str(finding['title']))}")
+        console.print(f"[{colour}]{finding['severity']}[/]: {shown(str(finding['title']))}")
     report = outdir / "report.html"
     where = f"report: {report}" if report.exists() else f"tables written to {outdir}/"
-    console.print(escape(where))
+    console.print(shown(where))
 
 
 def _service_table(analysis: Analysis) -> Table:
@@ -77,9 +84,9 @@ def _service_table(analysis: Analysis) -> Table:
     flows = analysis.flows
     for service, group in flows.groupby("service"):
         names = sorted({n for n in group["server_name"] if n})[:3]
-        table.add_row(escape(str(service)), str(len(group)),
+        table.add_row(shown(str(service)), str(len(group)),
                       f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
-                      escape(", ".join(names)))
+                      shown(", ".join(names)))
     return table
 
 
@@ -91,9 +98,9 @@ def _stream_table(analysis: Analysis, limit: int = 12) -> Table:
     for row in streams.itertuples():
         jitter = ("-" if _missing(row.jitter_mean_ms)
                   else f"{row.jitter_mean_ms:.2f}/{row.jitter_max_ms:.2f}")
-        table.add_row(escape(f"{row.src_ip}:{row.src_port}"),
-                      escape(f"{row.dst_ip}:{row.dst_port}"),
-                      row.ssrc, escape(str(row.media)), str(row.packets),
+        table.add_row(shown(f"{row.src_ip}:{row.src_port}"),
+                      shown(f"{row.dst_ip}:{row.dst_port}"),
+                      row.ssrc, shown(str(row.media)), str(row.packets),
                       f"{row.loss_pct:.1f}", jitter)
     return table
 
