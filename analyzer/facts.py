@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 SIGNATURE, NAME, ADDRESS_RANGE, LEARNED, PORT = 5, 4, 3, 2, 1
 STRENGTH_WORDS = {SIGNATURE: "signature", NAME: "name", ADDRESS_RANGE: "address range",
                   LEARNED: "learned from signalling", PORT: "port"}
+FEW_NAMES = 8  # names kept in a tuple and searched, before a list with an index
 MAX_DAMAGE_NOTES = 5  # malformed messages described per flow; the rest are counted
 
 Endpoint = tuple[str, int]  # (address text, port)
@@ -81,7 +82,10 @@ class FlowFacts:
     # (tuples, replaced when they grow, like the frozen sets below: most flows have none, and
     # four empty lists cost 224 bytes and a quarter of a flow's start-up time)
     evidence: tuple[Evidence, ...] = ()
-    names: tuple[tuple[str, str, int], ...] = ()  # (name, source, frame)
+    # (name, source, frame): a tuple while there are few, then a list with an index (a DNS
+    # flow between resolvers may carry a million distinct names)
+    names: tuple[tuple[str, str, int], ...] | list[tuple[str, str, int]] = ()
+    _name_index: set[tuple[str, str]] | None = None
     rtt: tuple[RttSample, ...] = ()  # the fastest round trip measured (the first of equals)
     stun: StunFacts | None = None
     tls: HandshakeFacts | None = None
@@ -117,8 +121,21 @@ class FlowFacts:
             self.evidence = (*self.evidence, Evidence(strength, service, text, frame))
 
     def add_name(self, name: str, source: str, frame: int) -> None:
-        if name and not any(n == name and s == source for n, s, _ in self.names):
-            self.names = (*self.names, (name, source, frame))
+        """Note a name of the flow's server (or one it was asked for), once per source."""
+        if not name:
+            return
+        if self._name_index is None:
+            if any(n == name and s == source for n, s, _ in self.names):
+                return
+            if len(self.names) < FEW_NAMES:
+                self.names = (*self.names, (name, source, frame))
+                return
+            self._name_index = {(n, s) for n, s, _ in self.names}
+            self.names = list(self.names)
+        if (name, source) not in self._name_index:
+            self._name_index.add((name, source))
+            assert isinstance(self.names, list)
+            self.names.append((name, source, frame))
 
 
 @dataclass(slots=True)

@@ -317,7 +317,9 @@ def describe(evidence: list[Evidence], service: str, limit: int = 3) -> str:
         text = f"{item.text} (frame {item.frame})" if item.frame else item.text
         if text not in texts:
             texts.append(text)
-    return "; ".join(texts[:limit])
+            if len(texts) == limit:
+                break
+    return "; ".join(texts)
 
 
 __all__ = [
