@@ -160,6 +160,7 @@ class CaptureFacts:
     """Capture-wide knowledge that links flows together."""
 
     dns_names: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # ip -> (name, frame)
+    _dns_seen: set[tuple[str, str]] = field(default_factory=set)  # (ip, name) in dns_names
     sdp_media: dict[Endpoint, list[SdpMedia]] = field(default_factory=dict)  # in frame order
     # endpoint -> (index of the flow that revealed it, how, frame): for service inheritance
     learned: dict[Endpoint, tuple[int, str, int]] = field(default_factory=dict)
@@ -187,6 +188,6 @@ class CaptureFacts:
         return found
 
     def add_dns(self, address: str, name: str, frame: int) -> None:
-        names = self.dns_names.setdefault(address, [])
-        if all(n != name for n, _ in names):
-            names.append((name, frame))
+        if (address, name) not in self._dns_seen:  # (a CDN address may answer for thousands)
+            self._dns_seen.add((address, name))
+            self.dns_names.setdefault(address, []).append((name, frame))
