@@ -561,7 +561,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with a quote (OWASP)."""
-    out = frame.copy()
+    out = frame.copy(deep=False)  # (copy-on-write: replaced columns never touch `frame`)
     for column in out.columns:
         if _formula_like(out[column]):
             out[column] = out[column].map(
@@ -732,7 +732,7 @@ def _cell_text(value: object) -> str:
 
 
 def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
-    out = table.copy()
+    out = table.copy(deep=False)  # (copy-on-write: replaced columns never touch `table`)
     for column in out.columns:
         if out[column].dtype == object:
             sample = out[column].dropna()

@@ -235,6 +235,7 @@ def test_csv_formulas_are_neutralized() -> None:
     assert cleaned["name"].tolist() == ["'=cmd|' /C calc'!A0", "'+1", "'-2", "'@SUM(A1)",
                                         "zoom.us"]
     assert cleaned["count"].tolist() == [1, 2, 3, 4, 5]
+    assert frame["name"].tolist()[:2] == ["=cmd|' /C calc'!A0", "+1"]  # the table is kept
 
 
 def test_unreadable_file(tmp_path: Path, capture: Path) -> None:
