@@ -6,6 +6,7 @@ parses bytes.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 # Strength of a piece of service evidence, strongest first (the issue's order).
@@ -161,7 +162,7 @@ class CaptureFacts:
 
     dns_names: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # ip -> (name, frame)
     _dns_seen: set[tuple[str, str]] = field(default_factory=set)  # (ip, name) in dns_names
-    sdp_media: dict[Endpoint, list[SdpMedia]] = field(default_factory=dict)  # in frame order
+    sdp_media: dict[Endpoint, list[SdpMedia]] = field(default_factory=dict)  # by entry.frame
     # endpoint -> (index of the flow that revealed it, how, frame): for service inheritance
     learned: dict[Endpoint, tuple[int, str, int]] = field(default_factory=dict)
     zoom_stun_clients: dict[Endpoint, float] = field(default_factory=dict)  # -> time (s)
@@ -170,8 +171,8 @@ class CaptureFacts:
     sdp_log: list[tuple[Endpoint, SdpMedia]] = field(default_factory=list)  # add_sdp's calls
 
     def add_sdp(self, endpoint: Endpoint, entry: SdpMedia) -> None:
-        """Note an m= line announcing `endpoint` (calls come in frame order)."""
-        self.sdp_media.setdefault(endpoint, []).append(entry)
+        """Note an m= line announcing `endpoint` (kept in frame order, for `sdp_before`)."""
+        bisect.insort_right(self.sdp_media.setdefault(endpoint, []), entry, key=_frame_of)
         self.sdp_log.append((endpoint, entry))
 
     def sdp_before(self, endpoint: Endpoint, frame: int) -> SdpMedia | None:
@@ -180,14 +181,15 @@ class CaptureFacts:
         Only earlier signalling counts, so the answer never depends on how far the reader has
         got (batch size) when it is asked.
         """
-        found = None
-        for entry in self.sdp_media.get(endpoint, ()):
-            if entry.frame > frame:
-                break
-            found = entry
-        return found
+        entries = self.sdp_media.get(endpoint, ())  # (in frame order: a bisection; a media
+        at = bisect.bisect_right(entries, frame, key=_frame_of)  # port may serve many calls)
+        return entries[at - 1] if at else None
 
     def add_dns(self, address: str, name: str, frame: int) -> None:
         if (address, name) not in self._dns_seen:  # (a CDN address may answer for thousands)
             self._dns_seen.add((address, name))
             self.dns_names.setdefault(address, []).append((name, frame))
+
+
+def _frame_of(entry: SdpMedia) -> int:
+    return entry.frame
