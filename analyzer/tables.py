@@ -202,37 +202,15 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     for stream in media.streams.values():
         per_flow_streams.setdefault(stream.flow_index, []).append(stream)
     attribution, flow_names = _attribute(flows, inspector, media, capture, per_flow_streams)
-    # (a capture may have millions of flows: rows are kept as tuples, a fifth of a dict's
-    # size, and each step frees what it consumed)
-    server_names: list[str] = []
-    flow_rows: list[tuple[object, ...]] = []
-    row_keys: list[str] = []
-    for i, flow in enumerate(flows.flows):
-        row = _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
-                        per_flow_streams.get(i, []), flow_names[i])
-        row_keys = row_keys or list(row)
-        server_names.append(str(row["server_name"]))
-        flow_rows.append(tuple(row.values()))
-    views = assess.flow_views(flows, inspector, media, capture, attribution, server_names,
-                              per_flow_streams)
-    flow_verdicts = assess.verdicts(views)
-    del views, server_names
+    flow_rows, flow_verdicts = _flow_rows(capture_name, flows, inspector, media, capture,
+                                          attribution, flow_names, per_flow_streams)
     stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media,
                                flow_verdicts[s.flow_index])
                    for s in sorted(media.streams.values(), key=_stream_order)]
-    for i, verdict in enumerate(flow_verdicts):
-        if i == 0 and row_keys + list(_verdict_columns(verdict)) != list(COLUMNS["flows"]):
-            raise RuntimeError("flow row keys out of COLUMNS order")  # (tuples: by place)
-        flow_rows[i] += _verdict_values(verdict)
-    del flow_verdicts
+    del flow_verdicts  # (a capture may have millions of flows: each step frees what it used)
     flows_df = _frame(flow_rows, "flows")
     del flow_rows
-    names: dict[str, set[tuple[str, str]]] = {}
-    for i, flow in enumerate(flows.flows):
-        if flow_names[i]:
-            server = 1 - attribution[i][0].client_side
-            names.setdefault(flow.address(server), set()).update(
-                (name, source) for name, source, _ in flow_names[i])
+    names = _names_by_server(flows, attribution, flow_names)
     signalling = [{"capture": capture_name, "flow_id": r["flow_index"] + 1,  # type: ignore[operator]
                    **{k: v for k, v in r.items() if k != "flow_index"}}
                   for r in capture.sip_messages]
@@ -242,6 +220,43 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
         "servers": _servers(capture_name, flows_df, names, _media_seconds(stream_rows)),
         "signalling": _frame(signalling, "signalling"),
     }
+
+
+def _names_by_server(flows: FlowTable, attribution: list[tuple[services.Orientation, str, str]],
+                     flow_names: list[Names]) -> dict[str, set[tuple[str, str]]]:
+    """(name, source) pairs per server address, over its flows."""
+    names: dict[str, set[tuple[str, str]]] = {}
+    for i, flow in enumerate(flows.flows):
+        if flow_names[i]:
+            server = 1 - attribution[i][0].client_side
+            names.setdefault(flow.address(server), set()).update(
+                (name, source) for name, source, _ in flow_names[i])
+    return names
+
+
+def _flow_rows(capture_name: str, flows: FlowTable, inspector: Inspector,
+               media: MediaExtractor, capture: CaptureFacts,
+               attribution: list[tuple[services.Orientation, str, str]], flow_names: list[Names],
+               per_flow_streams: dict[int, list[StreamState]]
+               ) -> tuple[list[tuple[object, ...]], list[Verdict]]:
+    """The flows table's rows, as tuples in `COLUMNS` order (a fifth of a dict's size), and
+    each flow's verdict."""
+    server_names: list[str] = []
+    rows: list[tuple[object, ...]] = []
+    keys: list[str] = []
+    for i, flow in enumerate(flows.flows):
+        row = _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
+                        per_flow_streams.get(i, []), flow_names[i])
+        keys = keys or list(row)
+        server_names.append(str(row["server_name"]))
+        rows.append(tuple(row.values()))
+    verdicts = assess.verdicts(assess.flow_views(flows, inspector, media, capture, attribution,
+                                                 server_names, per_flow_streams))
+    if verdicts and keys + list(_verdict_columns(verdicts[0])) != list(COLUMNS["flows"]):
+        raise RuntimeError("flow row keys out of COLUMNS order")  # (tuples: by place)
+    for i, verdict in enumerate(verdicts):
+        rows[i] += _verdict_values(verdict)
+    return rows, verdicts
 
 
 def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
