@@ -221,16 +221,16 @@ class FlowTable:
         codes, uniques = pd.factorize(key)
         first = np.full(uniques.size, sel.size, dtype=np.int64)
         np.minimum.at(first, codes, np.arange(sel.size))
-        local_to_flow = np.array(
-            [self._lookup(cols, int(sel[i]), bool(src_is_a[i])) for i in first.tolist()],
-            dtype=np.int64,
-        )
+        rows = sel[first]  # each distinct flow's first packet in the batch, its fields as lists
+        fields = zip(*(column[rows].tolist() for column in (
+            cols.ip_proto, cols.src_hi, cols.src_lo, cols.sport, cols.dst_hi, cols.dst_lo,
+            cols.dport, cols.ts_ns, cols.frame)), src_is_a[first].tolist(), strict=True)
+        local_to_flow = np.array([self._lookup(*f) for f in fields], dtype=np.int64)
         return local_to_flow[codes], (~src_is_a).astype(np.int8)
 
-    def _lookup(self, cols: PacketColumns, row: int, src_is_a: bool) -> int:
-        proto = int(cols.ip_proto[row])
-        src = (int(cols.src_hi[row]), int(cols.src_lo[row]), int(cols.sport[row]))
-        dst = (int(cols.dst_hi[row]), int(cols.dst_lo[row]), int(cols.dport[row]))
+    def _lookup(self, proto: int, src_hi: int, src_lo: int, sport: int, dst_hi: int,
+                dst_lo: int, dport: int, ts_ns: int, frame: int, src_is_a: bool) -> int:
+        src, dst = (src_hi, src_lo, sport), (dst_hi, dst_lo, dport)
         ep_a, ep_b = (src, dst) if src_is_a else (dst, src)
         key = (proto, *ep_a, *ep_b)
         index = self._by_key.get(key)
@@ -239,8 +239,8 @@ class FlowTable:
             self._by_key[key] = index
             self.flows.append(Flow(
                 flow_id=index + 1, transport="tcp" if proto == PROTO_TCP else "udp",
-                a=ep_a, b=ep_b, first_ts_ns=int(cols.ts_ns[row]), last_ts_ns=int(cols.ts_ns[row]),
-                first_frame=int(cols.frame[row]), first_sender=0 if src_is_a else 1,
+                a=ep_a, b=ep_b, first_ts_ns=ts_ns, last_ts_ns=ts_ns, first_frame=frame,
+                first_sender=0 if src_is_a else 1,
             ))
         return index
 
