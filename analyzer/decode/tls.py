@@ -223,8 +223,12 @@ def _parse_extensions(reader: _Reader) -> Extensions:
     return tuple(extensions)
 
 
-def _extension(extensions: Extensions, ext_type: int) -> bytes | None:
-    return next((data for t, data in extensions if t == ext_type), None)
+def _first_of_each(extensions: Extensions) -> dict[int, bytes]:
+    """Each extension type's first occurrence (a hello may repeat one: the first counts)."""
+    first: dict[int, bytes] = {}
+    for ext_type, data in extensions:
+        first.setdefault(ext_type, data)
+    return first
 
 
 def _parse_server_name(data: bytes) -> str | None:
@@ -262,14 +266,12 @@ def _parse_client_versions(data: bytes) -> tuple[int, ...]:
     return _without_grease(versions)
 
 
-def _decoded(extensions: Extensions, ext_type: int, parse: Callable[[bytes], T], default: T) -> T:
-    """Parse the first extension of `ext_type` with `parse`, or give `default` if absent."""
-    data = _extension(extensions, ext_type)
+def _decoded(first: dict[int, bytes], ext_type: int, parse: Callable[[bytes], T],
+             default: T) -> T:
+    """Parse the first extension of `ext_type` (`first`: `_first_of_each`) with `parse`, or
+    give `default` if absent."""
+    data = first.get(ext_type)
     return default if data is None else parse(data)
-
-
-def _has_extension(extensions: Extensions, *ext_types: int) -> bool:
-    return any(t in ext_types for t, _ in extensions)
 
 
 def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello:
@@ -281,20 +283,20 @@ def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello:
     suites = _uint16_list(reader.vector(2), "cipher_suites")
     compression = reader.vector(1)
     extensions = _parse_extensions(reader)
+    first = _first_of_each(extensions)
     no_srtp: tuple[tuple[int, ...], bytes] = ((), b"")
-    srtp_profiles, srtp_mki = _decoded(extensions, EXT_USE_SRTP, _parse_use_srtp, no_srtp)
+    srtp_profiles, srtp_mki = _decoded(first, EXT_USE_SRTP, _parse_use_srtp, no_srtp)
     return ClientHello(
         legacy_version, random, session_id, cookie, _without_grease(suites), compression,
         extensions,
-        sni=_decoded(extensions, EXT_SERVER_NAME, _parse_server_name, None),
-        supported_versions=_decoded(extensions, EXT_SUPPORTED_VERSIONS, _parse_client_versions,
-                                    ()),
-        alpn=_decoded(extensions, EXT_ALPN, _parse_alpn, ()),
+        sni=_decoded(first, EXT_SERVER_NAME, _parse_server_name, None),
+        supported_versions=_decoded(first, EXT_SUPPORTED_VERSIONS, _parse_client_versions, ()),
+        alpn=_decoded(first, EXT_ALPN, _parse_alpn, ()),
         use_srtp_profiles=_without_grease(srtp_profiles),
         use_srtp_mki=srtp_mki,
-        quic_transport_parameters=_has_extension(extensions, EXT_QUIC_TRANSPORT_PARAMETERS,
-                                                 EXT_QUIC_TRANSPORT_PARAMETERS_DRAFT),
-        ech=_has_extension(extensions, EXT_ENCRYPTED_CLIENT_HELLO),
+        quic_transport_parameters=(EXT_QUIC_TRANSPORT_PARAMETERS in first
+                                   or EXT_QUIC_TRANSPORT_PARAMETERS_DRAFT in first),
+        ech=EXT_ENCRYPTED_CLIENT_HELLO in first,
     )
 
 
@@ -323,12 +325,13 @@ def parse_server_hello(body: bytes, dtls: bool = False) -> ServerHello:
     session_id = reader.vector(1)
     cipher_suite, compression_method = reader.uint(2), reader.uint(1)
     extensions = _parse_extensions(reader)
+    first = _first_of_each(extensions)
     return ServerHello(
         legacy_version, random, session_id, cipher_suite, compression_method, extensions,
-        version=_decoded(extensions, EXT_SUPPORTED_VERSIONS, _parse_selected_version,
+        version=_decoded(first, EXT_SUPPORTED_VERSIONS, _parse_selected_version,
                          legacy_version),
-        use_srtp_profile=_decoded(extensions, EXT_USE_SRTP, _parse_selected_srtp, None),
-        alpn=_decoded(extensions, EXT_ALPN, _parse_selected_alpn, None),
+        use_srtp_profile=_decoded(first, EXT_USE_SRTP, _parse_selected_srtp, None),
+        alpn=_decoded(first, EXT_ALPN, _parse_selected_alpn, None),
         is_hello_retry_request=random == HELLO_RETRY_REQUEST_RANDOM,
     )
 
