@@ -102,29 +102,34 @@ def _vantage_dict(v: Vantage) -> dict[str, object]:
 
 def _geo_rows(resolver: GeoResolver, vantage: Vantage, servers: pd.DataFrame,
               flags: tuple[str, ...]) -> list[dict[str, object]]:
-    """The geo columns of each server. A row depends on the server's address only through
-    its location, so servers with the same answers, RTT and names share one (a capture with
-    a hundred thousand servers has far fewer distinct rows)."""
-    rows: dict[tuple[Location, float | None, str], dict[str, object]] = {}
+    """The geo columns of each server. They depend on the server's address only through its
+    location, and all but the hostname hints not on its names: servers with the same answers
+    and RTT share those (a capture with a hundred thousand servers has far fewer)."""
+    shared: dict[tuple[Location, float | None], dict[str, object]] = {}
     out = []
     for ip, rtt, names in zip(servers["ip"].tolist(), servers["rtt_min_ms"].tolist(),
                               servers["names"].tolist(), strict=True):
         rtt_ms = None if math.isnan(rtt) else float(rtt)  # (NaN is no key: it equals nothing)
-        key = (resolver.anonymous(str(ip)), rtt_ms, str(names))
-        row = rows.get(key)
+        location = resolver.anonymous(str(ip))
+        row = shared.get((location, rtt_ms))
         if row is None:
-            row = rows[key] = _geo_row(vantage, *key, flags)
-        out.append(row)
+            row = shared[(location, rtt_ms)] = _geo_row(vantage, location, rtt_ms, flags)
+        hints = _hints_text(vantage, location, rtt_ms, str(names))
+        out.append({**row, "hostname_hints": hints} if hints else row)
     return out
 
 
-def _geo_row(vantage: Vantage, location: Location, rtt_ms: float | None, names: str,
+def _geo_row(vantage: Vantage, location: Location, rtt_ms: float | None,
              flags: tuple[str, ...]) -> dict[str, object]:
+    """The geo columns of a server at `location` with no hostname hints."""
     checks = plausibility(location, rtt_ms, vantage)
-    hints = [h for name in _names(names) for h in hostname_hints(name, location, vantage, rtt_ms)]
     return {**_location_columns(location), **_plausibility_columns(checks),
-            "hostname_hints": "; ".join(_hint_text(h) for h in _unique_hints(hints)),
-            **_flag_columns(location, checks, flags)}
+            "hostname_hints": "", **_flag_columns(location, checks, flags)}
+
+
+def _hints_text(vantage: Vantage, location: Location, rtt_ms: float | None, names: str) -> str:
+    hints = [h for name in _names(names) for h in hostname_hints(name, location, vantage, rtt_ms)]
+    return "; ".join(_hint_text(h) for h in _unique_hints(hints))
 
 
 def _names(names: str) -> list[str]:
