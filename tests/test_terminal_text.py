@@ -54,3 +54,15 @@ def test_a_hostile_sni_in_the_terminal_summary(tmp_path: Path) -> None:
     assert shown_name.encode() in result.stdout  # the name is there, as text
     assert b"\x1b]0;" not in result.stdout and b"\x1b[2J" not in result.stdout
     assert "\x9b".encode() not in result.stdout
+
+
+def test_a_hostile_sni_in_check_text(tmp_path: Path) -> None:
+    capture = tmp_path / "hostile.pcap"
+    _capture_with_sni(capture, HOSTILE_NAME)  # to 52.81.151.250: CN by the registry
+    result = subprocess.run([sys.executable, "-m", "analyzer.cli", "check", str(capture),
+                             "--deny-country", "CN", "--roles", "control,other"],
+                            cwd=ROOT, capture_output=True, timeout=120)
+    assert result.returncode == 1, result.stderr  # the claim breaks: the server is listed
+    assert b"BREAKS  52.81.151.250" in result.stdout
+    assert printable(HOSTILE_NAME).encode() in result.stdout
+    assert b"\x1b" not in result.stdout and "\x9b".encode() not in result.stdout
