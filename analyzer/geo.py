@@ -567,8 +567,10 @@ class GeoResolver:
         share one Location, so that what is derived from it can be cached."""
         address = _parse_address(ip)
         special = _special_label(address)
-        text = str(address)
-        answers = () if special else tuple(s.lookup(text) for s in self._sources)
+        answers: tuple[_Answer, ...] = ()
+        if not special:
+            text = str(address)
+            answers = tuple(s.lookup(text) for s in self._sources)
         key = (special, answers)
         location = self._anonymous.get(key)
         if location is None:

@@ -223,14 +223,12 @@ def flow_names(flow: Flow, server_side: int, facts: FlowFacts,
     return names
 
 
-def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts, capture: CaptureFacts,
-                    names: list[tuple[str, str, int]] | None = None) -> list[Evidence]:
-    """Evidence about this flow alone (everything but inheritance); `names`: its
-    `flow_names`, when the caller has them."""
+def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts,
+                    names: list[tuple[str, str, int]]) -> list[Evidence]:
+    """Evidence about this flow alone (everything but inheritance); `names`: its server's
+    `flow_names`."""
     found = list(facts.evidence)
     queried = [n for n in facts.names if n[1] in NOT_SERVER_NAMES]
-    if names is None:
-        names = flow_names(flow, server_side, facts, capture)
     for name, source, frame in names + queried:
         _name_evidence(found, name, source, frame)
     for side in (server_side, 1 - server_side):

@@ -278,8 +278,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     evidence: list[list[Evidence]] = []
     decided: dict[int, Evidence] = {}
     for i, flow in enumerate(flows.flows):
-        found = services.direct_evidence(flow, 1 - orientation[i].client_side,
-                                         facts[i], capture, names[i])
+        found = services.direct_evidence(flow, 1 - orientation[i].client_side, facts[i],
+                                         names[i])
         found.extend(_media_evidence(per_flow_streams.get(i, [])))
         evidence.append(found)
         top = services.best([e for e in found if e.strength > services.PORT])
@@ -675,8 +675,8 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
     """`table.to_csv(path, index=False)` as pandas writes it (RFC 4180, minimal quoting, floats
     as repr, missing values empty), but also quoting cells with a carriage return: Python's csv
     module leaves them bare when lines end in LF, so a CR from a capture (an SNI, a DNS name)
-    split the row in two for every reader. About three times faster than pandas on a busy
-    capture's tables: each column becomes its cells at once."""
+    split the row in two for every reader. Each column becomes its cells at once, a chunk of
+    rows at a time (15-25 % faster than pandas on a busy capture's tables)."""
     header = ",".join(_csv_quote(str(name)) for name in table.columns)
     collecting = gc.isenabled()
     gc.disable()  # (the rows are short-lived tuples: collections would only scan them)
@@ -700,7 +700,6 @@ def _csv_quote(text: str) -> str:
 
 def _csv_cells(column: pd.Series) -> list[str]:
     """The column's cells as CSV text, quoted where needed."""
-    missing = column.isna().to_numpy()
     dtype = column.dtype
     if dtype == np.float64 or dtype == np.int64 or isinstance(dtype, pd.Int64Dtype):
         values = column.to_numpy(dtype=np.float64 if dtype == np.float64 else np.int64,
@@ -714,8 +713,8 @@ def _csv_cells(column: pd.Series) -> list[str]:
         text = pc.fill_null(pa.chunked_array(pa.array(column.array)), "")
         return _quoted(text.to_pylist(), text)
     else:
-        return _text_cells(column.astype(object).tolist(), missing)
-    values[missing] = ""
+        return _text_cells(column.astype(object).tolist(), column.isna().to_numpy())
+    values[column.isna().to_numpy()] = ""
     return list(values.tolist())
 
 
