@@ -50,6 +50,7 @@ HEAD_COLUMNS = 16
 ECB_MAX_STREAMS = 32  # the ECB test samples the first streams of a capture ...
 ECB_PACKETS_PER_STREAM = 400  # ... and the first packets of each (bounded memory and time)
 ECB_BYTES_PER_PACKET = 512
+PROBATION_SAMPLES = 4  # a stream's payloads held for the ECB test until it is valid RTP
 NOT_MEDIA = frozenset({"dns", "sip", "quic", "tls"})  # flows the slow path identified otherwise
 NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 5353, 5355})
 
@@ -188,6 +189,11 @@ class StreamState:
     pending_packets: int = 0
     first_frame: int = 0
     ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
+    confirmed_frame: int = -1  # the frame that made it valid RTP (`_probation`), -1: not yet
+    last_sequence: int = -1  # while not valid: the sequence number of its last packet
+    # while not valid: its first packets' payloads for the ECB test (frame, bytes kept, length
+    # on the wire, header hash), should it become valid while an ECB slot is free
+    probation_samples: list[tuple[int, bytes, int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -200,6 +206,31 @@ class MediaPart:
     zoom_layouts: dict[int, set[str]]
     rtcp_packets: dict[tuple[int, int], int]
     srtcp_packets: dict[tuple[int, int], int]
+    unconfirmed: Unconfirmed
+
+
+@dataclass(slots=True)
+class Unconfirmed:
+    """What looked like RTP or RTCP on flows where nothing confirmed it as media (see
+    `MediaExtractor.finish`): not counted as streams."""
+
+    flows: int = 0
+    rtp_packets: int = 0
+    rtcp_packets: int = 0
+
+    def add(self, other: Unconfirmed) -> None:
+        self.flows += other.flows
+        self.rtp_packets += other.rtp_packets
+        self.rtcp_packets += other.rtcp_packets
+
+
+@dataclass(slots=True)
+class _Probation:
+    """What `MediaExtractor._probation` decided for one batch's RTP packets."""
+
+    held: np.ndarray  # packets of streams on probation, to hold for the ECB test
+    ecb_ids: np.ndarray  # per packet: its stream's ECB slot, -1 where not sampled
+    sampled: list[StreamState]  # streams that became valid now and got an ECB slot
 
 
 StreamKey = tuple[int, int, int, bool]  # flow index, direction, SSRC, Zoom FEC
@@ -268,6 +299,8 @@ class MediaExtractor:
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
         self.srtcp_packets: dict[tuple[int, int], int] = {}
         self._rtcp_sampled: dict[int, int] = {}
+        self._rtcp_whole: set[int] = set()  # flows with a sampled datagram of exact RTCP
+        self.unconfirmed = Unconfirmed()
         self._stream_keys: dict[int, StreamState] = {}  # _stream_key -> stream
         self._flow_ports: list[_FlowPorts | None] = []  # by flow index, once seen
         self._modes = np.zeros(0, np.int8)  # by flow index: the mode last decided
@@ -433,7 +466,8 @@ class MediaExtractor:
 
     def _rtcp_sample(self, fi: int, key: tuple[int, int], data: bytes) -> None:
         if not rtcp.may_carry_srtcp_trailer(data):
-            return  # the parse would find none: skip decoding the reports
+            self._rtcp_whole.add(fi)  # well-formed RTCP packets fill it: RTCP, not chance
+            return  # the parse would find no trailer: skip decoding the reports
         try:
             compound = rtcp.parse_rtcp_compound(data)
         except Exception:
@@ -459,7 +493,8 @@ class MediaExtractor:
         if started.size < codes.size:
             waiting = np.flatnonzero(set_ids < 0)
             self._hold(states, codes[waiting], _stream_columns(cols, packets, size, waiting))
-        self._sample_for_ecb(g, cols, packets, size, _per_stream(states, "ecb_id")[codes])
+        self._sample_for_ecb(g, cols, packets, size,
+                             self._probation(states, codes, packets, cols.frame))
 
     def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray
                     ) -> list[StreamState]:
@@ -477,28 +512,94 @@ class MediaExtractor:
         fi, d, fec, ssrc = key >> 34, (key >> 33) & 1, bool((key >> 32) & 1), key & 0xFFFFFFFF
         stream = self.streams[(fi, d, ssrc, fec)] = StreamState(fi, d, ssrc, encap, fec)
         self._stream_keys[key] = stream
-        if self._ecb_streams < ECB_MAX_STREAMS and not fec:
-            stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
         return stream
 
+    def _probation(self, states: list[StreamState], codes: np.ndarray, packets: RtpPackets,
+                   frames: np.ndarray) -> _Probation:
+        """Confirm the streams that become valid RTP with these packets, and give the first
+        ECB_MAX_STREAMS valid ones (not Zoom FEC) an ECB slot.
+
+        A plain stream is valid from the packet that follows its previous one in sequence
+        (RFC 3550 A.1's probation, MIN_SEQUENTIAL = 2): random bytes that start like RTP do
+        so by chance once, not twice in a row with one SSRC. Inside Zoom's or TURN's framing,
+        from its first packet.
+        """
+        waiting = np.fromiter((s.confirmed_frame < 0 for s in states), bool, len(states))
+        if not waiting.any():
+            return _Probation(_NO_ROWS, _per_stream(states, "ecb_id")[codes], [])
+        rows = np.flatnonzero(waiting[codes])  # the packets of streams still on probation
+        rows = rows[np.argsort(codes[rows], kind="stable")]  # by stream, in order
+        stream_of, sequence = codes[rows], packets.sequence_number[rows].astype(np.int64)
+        first = np.ones(rows.size, bool)
+        first[1:] = stream_of[1:] != stream_of[:-1]
+        previous = np.empty_like(sequence)
+        previous[1:] = sequence[:-1]
+        previous[first] = [states[c].last_sequence for c in stream_of[first].tolist()]
+        valid = (packets.encap[rows] != ENCAP_PLAIN) | (
+            (previous >= 0) & ((sequence - previous) & 0xFFFF == 1))
+        group = np.cumsum(first) - 1
+        hit = np.flatnonzero(valid)
+        groups, at = np.unique(group[hit], return_index=True)
+        confirmed = np.sort(rows[hit[at]])  # the packet that made each valid, in packet order
+        # per stream, the packet from which it is valid: 0 if it was already, past the batch
+        # if it is not yet
+        confirmed_at = np.where(waiting, codes.size, 0)
+        confirmed_at[codes[confirmed]] = confirmed
+        # the packets before: held for the ECB test while a slot may still come to them
+        before = (rows[rows < confirmed_at[stream_of]] if self._ecb_streams < ECB_MAX_STREAMS
+                  else _NO_ROWS)
+        sampled = []
+        for code, row in zip(codes[confirmed].tolist(), confirmed.tolist(), strict=True):
+            stream = states[code]
+            stream.confirmed_frame = int(frames[packets.row[row]])
+            if self._ecb_streams < ECB_MAX_STREAMS and not stream.fec:
+                stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
+                sampled.append(stream)
+        last = np.append(np.flatnonzero(first)[1:], rows.size) - 1
+        for g in np.setdiff1d(np.arange(last.size), groups, assume_unique=True).tolist():
+            states[int(stream_of[last[g]])].last_sequence = int(sequence[last[g]])
+        ecb_ids = _per_stream(states, "ecb_id")[codes]
+        ecb_ids[np.arange(codes.size) < confirmed_at[codes]] = -1
+        return _Probation(np.sort(before), ecb_ids, sampled)
+
     def _sample_for_ecb(self, g: Gather, cols: MediaWork, packets: RtpPackets,
-                        rtp_bytes: np.ndarray, ecb_ids: np.ndarray) -> None:
-        """Hand the payloads (after every cleartext header) of sampled streams to the ECB test."""
-        take = np.flatnonzero(ecb_ids >= 0)
-        if take.size == 0:
-            return
-        start = packets.offset[take]
-        header = packets.header_length_min[take]
-        words = g.u16(start + header + 2).astype(np.int64)
-        header = header + np.where(packets.extension[take], 4 + 4 * words, 0)
-        held = packets.length[take] - header
-        seq = packets.sequence_number[take].astype(np.uint64)
-        stamp = packets.timestamp[take].astype(np.uint64)
-        ident = packets.ssrc[take].astype(np.uint64)
-        header_hash = (ident << np.uint64(32)) ^ (seq << np.uint64(16)) ^ stamp
-        self.ecb.add(ecb_ids[take], cols.frame[packets.row[take]], g.buffer, start + header,
-                     np.maximum(rtp_bytes[take] - header, 0), header_hash,
-                     np.maximum(held, 0))
+                        rtp_bytes: np.ndarray, probation: _Probation) -> None:
+        """Hand the payloads (after every cleartext header) of sampled streams to the ECB test:
+        of a stream that became valid RTP now, first the packets held while on probation."""
+        if probation.held.size:
+            self._hold_for_ecb(g, cols, packets, rtp_bytes, probation.held)
+        for stream in probation.sampled:
+            held, stream.probation_samples = stream.probation_samples, None
+            if held:
+                self._replay_for_ecb(stream.ecb_id, held)
+        take = np.flatnonzero(probation.ecb_ids >= 0)
+        if take.size:
+            start, wire, header_hash, captured = _ecb_payloads(g, packets, rtp_bytes, take)
+            self.ecb.add(probation.ecb_ids[take], cols.frame[packets.row[take]], g.buffer,
+                         start, wire, header_hash, captured)
+
+    def _hold_for_ecb(self, g: Gather, cols: MediaWork, packets: RtpPackets,
+                      rtp_bytes: np.ndarray, rows: np.ndarray) -> None:
+        """Copy the first PROBATION_SAMPLES payloads of streams on probation (`rows`)."""
+        start, wire, header_hash, captured = _ecb_payloads(g, packets, rtp_bytes, rows)
+        kept = np.minimum(np.minimum(wire, captured), ECB_BYTES_PER_PACKET)
+        frames = cols.frame[packets.row[rows]]
+        for i, key in enumerate(packets.stream_key[rows].tolist()):
+            stream = self._stream_keys[key]
+            if stream.probation_samples is None:
+                stream.probation_samples = []
+            if len(stream.probation_samples) < PROBATION_SAMPLES:
+                begin = int(start[i])
+                stream.probation_samples.append((
+                    int(frames[i]), g.buffer[begin : begin + max(int(kept[i]), 0)].tobytes(),
+                    int(wire[i]), int(header_hash[i])))
+
+    def _replay_for_ecb(self, ecb_id: int, held: list[tuple[int, bytes, int, int]]) -> None:
+        frames, payloads, wire, hashes = zip(*held, strict=True)
+        sizes = np.array([len(p) for p in payloads], np.int64)
+        self.ecb.add(np.full(len(held), ecb_id), np.array(frames, np.int64),
+                     np.frombuffer(b"".join(payloads), np.uint8), np.cumsum(sizes) - sizes,
+                     np.array(wire, np.int64), np.array(hashes, np.uint64), sizes)
 
     def ecb_result(self, stream: StreamState) -> EcbResult | None:
         if stream.ecb_id < 0:
@@ -578,8 +679,46 @@ class MediaExtractor:
             stream.pending, stream.pending_packets = [], 0
 
     def finish(self) -> None:
+        """After the last batch: drop what nothing confirmed as media, start the streams still
+        held."""
+        self._drop_unconfirmed()
+        for stream in self.streams.values():
+            stream.probation_samples = None
         held = [(s, _NO_ROWS, -1) for s in self.streams.values() if s.set_id < 0 and s.pending]
         self._start(held, {})
+
+    def _drop_unconfirmed(self) -> None:
+        """Forget the RTP and RTCP of flows where nothing confirmed media: no stream of the
+        flow passed probation (`_probation`), no sampled RTCP datagram was exactly well-formed
+        RTCP, and no SDP announced either end. Counted in `unconfirmed`. Random datagrams
+        (encrypted P2P protocols) start like RTP by chance."""
+        media = {s.flow_index for s in self.streams.values()}
+        media.update(flow for flow, _ in self.rtcp_packets)
+        vouched = {s.flow_index for s in self.streams.values() if s.confirmed_frame >= 0}
+        drop = {f for f in media - vouched - self._rtcp_whole if not self._announced(f)}
+        if not drop:
+            return
+        kept = {key: s for key, s in self.streams.items() if s.flow_index not in drop}
+        self.unconfirmed.flows += len(drop)
+        self.unconfirmed.rtp_packets += sum(sum(s.payload_types.values())
+                                            for s in self.streams.values()
+                                            if s.flow_index in drop)
+        for counts in (self.rtcp_packets, self.srtcp_packets):
+            dropped = [pair for pair in counts if pair[0] in drop]
+            if counts is self.rtcp_packets:
+                self.unconfirmed.rtcp_packets += sum(counts[pair] for pair in dropped)
+            for pair in dropped:
+                del counts[pair]
+        for flow in drop:
+            self.zoom_layouts.pop(flow, None)
+        self.streams = kept
+        self._stream_keys = {k: s for k, s in self._stream_keys.items()
+                             if s.flow_index not in drop}
+
+    def _announced(self, flow: int) -> bool:
+        """Some SDP m= line named an end of this flow (its RTP or its RTCP port)."""
+        return any(endpoint in self.capture.sdp_media
+                   for endpoint in self._flow(flow).named_endpoints())
 
     def statistics(self, stream: StreamState) -> StreamStatistics:
         if self._merged is not None:
@@ -597,27 +736,31 @@ class MediaExtractor:
             statistics=[self.statistics(s) for s in streams],
             ecb=[self.ecb_result(s) for s in streams],
             zoom_layouts=self.zoom_layouts, rtcp_packets=self.rtcp_packets,
-            srtcp_packets=self.srtcp_packets,
+            srtcp_packets=self.srtcp_packets, unconfirmed=self.unconfirmed,
         )
 
     def absorb(self, parts: list[MediaPart]) -> None:
         """Take over the media workers' findings (each worker had its own flows) as if this
         extractor had scanned every batch: streams in order of their first packet, and the
-        ECB test kept for the first ECB_MAX_STREAMS of them, as one process samples them."""
+        ECB test kept for the first ECB_MAX_STREAMS of them to become valid RTP, as one process
+        samples them (each worker sampled its own first ones: a superset)."""
         found = [(s.first_frame, w, i) for w, part in enumerate(parts)
                  for i, s in enumerate(part.streams)]
+        sampled = sorted((s.confirmed_frame, w, i) for w, part in enumerate(parts)
+                         for i, s in enumerate(part.streams) if s.ecb_id >= 0)
         merged = _MergedResults()
         self.streams, self._ecb_streams = {}, 0
         for _, w, i in sorted(found):
-            part, stream = parts[w], parts[w].streams[i]
-            key = _key_of(stream)
-            self.streams[key] = stream
-            merged.statistics[key] = part.statistics[i]
+            stream = parts[w].streams[i]
             stream.ecb_id = -1
-            if self._ecb_streams < ECB_MAX_STREAMS and not stream.fec:
-                stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
-                merged.ecb[key] = part.ecb[i]
+            self.streams[_key_of(stream)] = stream
+            merged.statistics[_key_of(stream)] = parts[w].statistics[i]
+        for _, w, i in sampled[:ECB_MAX_STREAMS]:
+            stream = parts[w].streams[i]
+            stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
+            merged.ecb[_key_of(stream)] = parts[w].ecb[i]
         for part in parts:
+            self.unconfirmed.add(part.unconfirmed)
             self.zoom_layouts.update(part.zoom_layouts)
             self.rtcp_packets.update(part.rtcp_packets)
             self.srtcp_packets.update(part.srtcp_packets)
@@ -790,6 +933,23 @@ def _stream_key(flow_index: np.ndarray, direction: np.ndarray, fec: np.ndarray,
 
 _UPDATE_FIELDS = {"sequence_number": "sequence_number", "timestamp": "timestamp",
                   "payload_type": "payload_type", "marker": "marker"}
+
+
+def _ecb_payloads(g: Gather, packets: RtpPackets, rtp_bytes: np.ndarray, take: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of the packets `take`: where the payload after every cleartext header starts, its
+    length on the wire, a hash of the header fields, and how many of its bytes are held."""
+    start = packets.offset[take]
+    header = packets.header_length_min[take]
+    words = g.u16(start + header + 2).astype(np.int64)
+    header = header + np.where(packets.extension[take], 4 + 4 * words, 0)
+    held = packets.length[take] - header
+    seq = packets.sequence_number[take].astype(np.uint64)
+    stamp = packets.timestamp[take].astype(np.uint64)
+    ident = packets.ssrc[take].astype(np.uint64)
+    header_hash = (ident << np.uint64(32)) ^ (seq << np.uint64(16)) ^ stamp
+    return (start + header, np.maximum(rtp_bytes[take] - header, 0), header_hash,
+            np.maximum(held, 0))
 
 
 def _rtp_bytes(cols: MediaWork, packets: RtpPackets) -> np.ndarray:

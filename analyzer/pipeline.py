@@ -176,6 +176,10 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     # UDP datagrams put back together for the slow path; those never completed
     result.counts["ip_datagrams_reassembled"] = inspector.defrag.reassembled
     result.counts["ip_datagrams_incomplete"] = inspector.defrag.dropped
+    # RTP/RTCP look-alikes on flows where nothing confirmed media (`MediaExtractor.finish`)
+    result.counts["flows_with_unconfirmed_rtp"] = media.unconfirmed.flows
+    result.counts["unconfirmed_rtp_packets"] = (media.unconfirmed.rtp_packets
+                                                + media.unconfirmed.rtcp_packets)
     return result
 
 

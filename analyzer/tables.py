@@ -118,7 +118,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "first_seen": "time of the first packet (UTC)",
         "last_seen": "time of the last packet (UTC)",
         "first_frame": "Wireshark frame number of the first packet",
-        "ecb_verdict": "ECB test: ecb, no-repeats, insufficient-data, or empty when not sampled",
+        "ecb_verdict": "ECB test: ecb, no-repeats, insufficient-data, or empty when not sampled "
+                       "(the test samples the first 32 streams to become valid RTP)",
         "ecb_confidence": "high, medium or low",
         "ecb_repeats": "distinct high-entropy 16-byte blocks seen in two or more packets",
         "ecb_blocks_examined": "ciphertext blocks the ECB test looked at",

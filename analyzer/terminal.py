@@ -65,6 +65,12 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
             console.print(f"[yellow]malformed messages:[/] {shown(capture['name'])}: "
                           f"{capture['flows_with_decode_problems']} flow(s), see "
                           "decode_problems in flows.csv")
+        if capture.get("flows_with_unconfirmed_rtp"):
+            console.print(f"[dim]not counted as media:[/] {shown(capture['name'])}: "
+                          f"{capture['unconfirmed_rtp_packets']} packets in "
+                          f"{capture['flows_with_unconfirmed_rtp']} flow(s) start like RTP or "
+                          "RTCP, but none follows on in sequence and no signalling announced "
+                          "them (random bytes do this by chance)")
     if len(flows):
         console.print(_service_table(analysis))
     if len(streams):

@@ -500,7 +500,11 @@ def gaps_text(capture: Mapping[str, object]) -> str:
               (capture.get("flows_with_decode_problems"),
                "flows with malformed messages (flows table, decode_problems)"),
               (capture.get("ip_datagrams_incomplete"),
-               "IP datagrams not put back together (a fragment missing or cut)"))
+               "IP datagrams not put back together (a fragment missing or cut)"),
+              (capture.get("unconfirmed_rtp_packets"),
+               "packets that start like RTP or RTCP but were not counted as media (none "
+               "followed on in sequence, no signalling announced them: random bytes do this "
+               "by chance)"))
     parts += [f"{number:,} {what}" for number, what in counts
               if isinstance(number, int) and number > 0]
     return "; ".join(parts) or "none"
