@@ -173,8 +173,10 @@ class Inspector:
         return datagram.flow_index
 
     def _udp_stun(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
-        stun_facts = self._stun_facts(fi)
-        if stun_facts.messages >= MAX_STUN_PER_FLOW:
+        # the flow's StunFacts come with its first message that parses: random bytes starting
+        # with 0-3 are not STUN (and would turn on TURN framing for the flow)
+        stun_facts = self.facts[fi].stun
+        if stun_facts is not None and stun_facts.messages >= MAX_STUN_PER_FLOW:
             return
         try:
             msg = stun.parse_stun(data, strict=False)

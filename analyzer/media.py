@@ -300,6 +300,7 @@ class MediaExtractor:
         self.srtcp_packets: dict[tuple[int, int], int] = {}
         self._rtcp_sampled: dict[int, int] = {}
         self._rtcp_whole: set[int] = set()  # flows with a sampled datagram of exact RTCP
+        self._stun_flows: set[int] = set()  # flows read for TURN: STUN seen, or a TURN port
         self.unconfirmed = Unconfirmed()
         self._stream_keys: dict[int, StreamState] = {}  # _stream_key -> stream
         self._flow_ports: list[_FlowPorts | None] = []  # by flow index, once seen
@@ -371,6 +372,9 @@ class MediaExtractor:
         scan = find_media(g, work.offset, work.length, work.mode, work.flow, work.direction,
                           self._scratch)
         self._note_zoom_layouts(work.flow, scan.zoom_layout, scan.zoom_valid)
+        stun = (work.mode & 4) != 0
+        if stun.any():
+            self._stun_flows.update(pd.unique(work.flow[stun]).tolist())
         if scan.rtcp.row.size:
             self._rtcp(buffer, scan.rtcp, work)
         if scan.rtp.row.size:
@@ -690,12 +694,14 @@ class MediaExtractor:
     def _drop_unconfirmed(self) -> None:
         """Forget the RTP and RTCP of flows where nothing confirmed media: no stream of the
         flow passed probation (`_probation`), no sampled RTCP datagram was exactly well-formed
-        RTCP, and no SDP announced either end. Counted in `unconfirmed`. Random datagrams
-        (encrypted P2P protocols) start like RTP by chance."""
+        RTCP, the flow carried neither STUN (ICE checks, TURN; or it uses a TURN port) nor
+        Zoom's framing, and no SDP announced either end. Counted in `unconfirmed`. Random
+        datagrams (encrypted P2P protocols) start like RTP by chance."""
         media = {s.flow_index for s in self.streams.values()}
         media.update(flow for flow, _ in self.rtcp_packets)
         vouched = {s.flow_index for s in self.streams.values() if s.confirmed_frame >= 0}
-        drop = {f for f in media - vouched - self._rtcp_whole if not self._announced(f)}
+        vouched.update(self._rtcp_whole, self._stun_flows, self.zoom_layouts)
+        drop = {f for f in media - vouched if not self._announced(f)}
         if not drop:
             return
         kept = {key: s for key, s in self.streams.items() if s.flow_index not in drop}

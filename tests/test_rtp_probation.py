@@ -202,6 +202,38 @@ def test_rtcp_alone_counts_when_it_is_exactly_rtcp(tmp_path: Path) -> None:
     assert counts(analysis)["unconfirmed_rtp_packets"] == 1
 
 
+def stun_binding_request(rng: random.Random) -> bytes:
+    return struct.pack("!HHI", 0x0001, 0, 0x2112A442) + rng.randbytes(12)
+
+
+def test_rtcp_after_ice_checks_counts(tmp_path: Path) -> None:
+    """SRTCP alone on a flow (its RTP elsewhere, or not captured): encrypted reports do not
+    fill the datagram with well-formed RTCP, but the flow's STUN checks (ICE) vouch for it."""
+    rng = random.Random(9)
+    srtcp = rtcp_receiver_report(0x0B0B0B0B)[:8] + rng.randbytes(40)  # sealed after the header
+    ice = [udp((CLIENT, 40_005), peer(2), stun_binding_request(rng), T0)]
+    reports = [udp((CLIENT, 40_005), peer(2), srtcp, T0 + 1 + i) for i in range(3)]
+    assert media_flows(run(tmp_path, reports).flows).empty
+    assert media_flows(run(tmp_path, ice + reports).flows)["client_port"].tolist() == [40_005]
+
+
+def test_bytes_that_fail_as_stun_do_not_turn_on_turn_framing(tmp_path: Path) -> None:
+    """A random datagram starting with 0x01 is in STUN's range but is no STUN message; the next
+    one reads as TURN ChannelData with RTP inside. Only a real STUN message (or a TURN port)
+    makes the flow's ChannelData worth reading."""
+    rng = random.Random(10)
+    not_stun = bytes([0x01, 0x66, 0xFF, 0x1B]) + rng.randbytes(60)  # its length runs past
+    inner = rtp(77, 0x0E0E0E0E, rng.randbytes(100))
+    channel_data = struct.pack("!HH", 0x4001, len(inner)) + inner
+    packets = [udp((CLIENT, 40_006), peer(3), not_stun, T0),
+               udp((CLIENT, 40_006), peer(3), channel_data, T0 + 1)]
+    analysis = run(tmp_path, packets)
+    assert analysis.streams.empty and media_flows(analysis.flows).empty
+    real_stun = udp((CLIENT, 40_006), peer(3), stun_binding_request(rng), T0 + 0.5)
+    streams = run(tmp_path, [*packets, real_stun]).streams
+    assert streams["encapsulation"].tolist() == ["turn-channel"]
+
+
 # ---------------------------------------------------------------------- the ECB test's slots
 
 
