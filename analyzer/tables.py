@@ -10,6 +10,7 @@ import csv
 import functools
 import gc
 import io
+import itertools
 import json
 import math
 import os
@@ -229,9 +230,12 @@ def _names_by_server(flows: FlowTable, attribution: list[tuple[services.Orientat
     names: dict[str, set[tuple[str, str]]] = {}
     for i, flow in enumerate(flows.flows):
         if flow_names[i]:
-            server = 1 - attribution[i][0].client_side
-            names.setdefault(flow.address(server), set()).update(
-                (name, source) for name, source, _ in flow_names[i])
+            address = flow.address(1 - attribution[i][0].client_side)
+            known = names.get(address)
+            if known is None:  # (the address's DNS names once: flows share them)
+                known = names[address] = {(name, source) for name, source, _ in
+                                          flow_names[i].dns}
+            known.update((name, source) for name, source, _ in flow_names[i].own)
     return names
 
 
@@ -264,7 +268,7 @@ def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
     return (stream.flow_index, stream.direction, stream.ssrc, stream.fec)
 
 
-Names = list[tuple[str, str, int]]  # (name, source, frame), as `services.flow_names` gives
+Names = services.ServerNames  # (name, source, frame) of a flow's server: `flow_names`
 
 
 def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
@@ -274,13 +278,14 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     the names of each flow's server."""
     facts = inspector.facts
     orientation = [services.orient(f, facts[i], capture) for i, f in enumerate(flows.flows)]
-    names = [services.flow_names(f, 1 - orientation[i].client_side, facts[i], capture)
+    by_address = services.AddressNames(capture)
+    names = [services.flow_names(f, 1 - orientation[i].client_side, facts[i], by_address)
              for i, f in enumerate(flows.flows)]
     evidence: list[list[Evidence]] = []
     decided: dict[int, Evidence] = {}
     for i, flow in enumerate(flows.flows):
         found = services.direct_evidence(flow, 1 - orientation[i].client_side, facts[i],
-                                         names[i])
+                                         names[i], by_address)
         found.extend(_media_evidence(per_flow_streams.get(i, [])))
         evidence.append(found)
         top = services.best([e for e in found if e.strength > services.PORT])
@@ -374,7 +379,9 @@ def _server_name(names: Names) -> tuple[str, str]:
     """The best of the server's names (the first of the best-ranked source) and its source."""
     if not names:
         return "", ""
-    name, source, _ = min(names, key=lambda n: NAME_RANK.get(n[1], 2))
+    # (the DNS names all rank alike: only the first can be the first of the best)
+    name, source, _ = min(itertools.chain(names.own, names.dns[:1]),
+                          key=lambda n: NAME_RANK.get(n[1], 2))
     return name, source
 
 
