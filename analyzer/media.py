@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 
 import numpy as np
@@ -51,6 +51,9 @@ ECB_MAX_STREAMS = 32  # the ECB test samples the first streams of a capture ...
 ECB_PACKETS_PER_STREAM = 400  # ... and the first packets of each (bounded memory and time)
 ECB_BYTES_PER_PACKET = 512
 PROBATION_SAMPLES = 4  # a stream's payloads held for the ECB test until it is valid RTP
+# A flow keeps this many streams on probation until one is valid RTP; RTP-like packets of
+# further SSRCs are only counted (a flow of random bytes would make a stream of each)
+PROBATION_STREAMS_PER_FLOW = 64
 NOT_MEDIA = frozenset({"dns", "sip", "quic", "tls"})  # flows the slow path identified otherwise
 NOT_MEDIA_PORTS = frozenset({53, 67, 68, 123, 137, 138, 161, 500, 1900, 4500, 5353, 5355})
 
@@ -106,6 +109,9 @@ class RtpPackets:
     header_length_min: np.ndarray  # int64: 12 + 4 * CSRC count
     extension: np.ndarray  # bool
     stream_key: np.ndarray  # int64, see _stream_key
+
+    def take(self, rows: np.ndarray) -> RtpPackets:
+        return RtpPackets(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 @dataclass(slots=True)
@@ -302,6 +308,13 @@ class MediaExtractor:
         self._rtcp_whole: set[int] = set()  # flows with a sampled datagram of exact RTCP
         self._stun_flows: set[int] = set()  # flows read for TURN: STUN seen, or a TURN port
         self.unconfirmed = Unconfirmed()
+        self._flow_streams: dict[int, int] = {}  # flow index -> streams made
+        self._valid_flows: set[int] = set()  # flows with a valid stream (`_probation`)
+        self._untracked: dict[int, int] = {}  # flow index -> RTP-like packets only counted
+        # flow index -> {stream key: sequence number of its last packet} of the latest SSRCs not
+        # tracked (at most PROBATION_STREAMS_PER_FLOW): one that goes on in sequence is valid
+        self._untracked_last: dict[int, dict[int, int]] = {}
+        self._seeds: dict[int, int] = {}  # stream key -> the sequence number before its first
         self._stream_keys: dict[int, StreamState] = {}  # _stream_key -> stream
         self._flow_ports: list[_FlowPorts | None] = []  # by flow index, once seen
         self._modes = np.zeros(0, np.int8)  # by flow index: the mode last decided
@@ -484,7 +497,14 @@ class MediaExtractor:
     def _rtp(self, g: Gather, cols: MediaWork, packets: RtpPackets) -> None:
         """The RTP packets to their streams' statistics."""
         codes, keys = pd.factorize(packets.stream_key)
-        states = self._streams_of(keys, codes, packets.encap)
+        found = list(map(self._stream_keys.get, keys.tolist()))
+        if not all(found):  # (not `None in found`: that calls StreamState.__eq__ on each)
+            tracked = self._admit(codes, keys, found, packets)
+            if tracked is not None:
+                packets = packets.take(tracked)
+                codes, keys = pd.factorize(packets.stream_key)
+                found = list(map(self._stream_keys.get, keys.tolist()))
+        states = self._streams_of(keys, codes, packets.encap, found)
         self._describe(states, codes, packets)
         set_ids = _per_stream(states, "set_id")[codes]
         started = np.flatnonzero(set_ids >= 0)
@@ -500,11 +520,67 @@ class MediaExtractor:
         self._sample_for_ecb(g, cols, packets, size,
                              self._probation(states, codes, packets, cols.frame))
 
-    def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray
-                    ) -> list[StreamState]:
-        """The stream of each distinct key (new ones made in order of their first packet)."""
-        states = list(map(self._stream_keys.get, keys.tolist()))
-        if not all(states):  # (not `None in states`: that calls StreamState.__eq__ on each)
+    def _admit(self, codes: np.ndarray, keys: np.ndarray, found: list[StreamState | None],
+               packets: RtpPackets) -> np.ndarray | None:
+        """The packets to keep (None: all) when new SSRCs would take a flow with no valid
+        stream past PROBATION_STREAMS_PER_FLOW: those flows' packets are read one by one."""
+        new_per_flow: dict[int, int] = {}
+        for code, state in enumerate(found):
+            if state is None:
+                flow = int(keys[code]) >> 34
+                new_per_flow[flow] = new_per_flow.get(flow, 0) + 1
+        crowded = [flow for flow, new in new_per_flow.items() if flow not in self._valid_flows
+                   and self._flow_streams.get(flow, 0) + new > PROBATION_STREAMS_PER_FLOW]
+        if not crowded:
+            return None
+        keep = np.ones(codes.size, bool)
+        flow_of_packet = packets.stream_key >> 34
+        for flow in crowded:
+            rows = np.flatnonzero(flow_of_packet == flow)
+            keep[rows] = self._admit_in_order(flow, rows, codes, found, packets)
+        return np.flatnonzero(keep)
+
+    def _admit_in_order(self, flow: int, rows: np.ndarray, codes: np.ndarray,
+                        found: list[StreamState | None], packets: RtpPackets) -> np.ndarray:
+        """Which of a crowded flow's packets (`rows`, in order) are kept: `_probation`'s rule
+        run packet by packet. A packet of an SSRC not tracked is kept while the flow has room
+        for a stream on probation, once it has a valid one, or when it follows that SSRC's
+        last packet in sequence (the stream is then valid from it)."""
+        streams, valid = self._flow_streams.get(flow, 0), False
+        last: dict[int, int] = {}  # stream code -> sequence number of its last packet
+        untracked = self._untracked_last.setdefault(flow, {})
+        kept = np.ones(rows.size, bool)
+        for i, (code, sequence, encap) in enumerate(zip(
+                codes[rows].tolist(), packets.sequence_number[rows].tolist(),
+                packets.encap[rows].tolist(), strict=True)):
+            state = found[code]
+            if state is None and code not in last:  # an SSRC not tracked
+                key = int(packets.stream_key[rows[i]])
+                before = untracked.pop(key, -1)
+                if valid or streams < PROBATION_STREAMS_PER_FLOW:
+                    previous = -1
+                elif before >= 0 and (sequence - before) & 0xFFFF == 1:
+                    previous = self._seeds[key] = before
+                else:
+                    kept[i] = False
+                    untracked[key] = sequence
+                    if len(untracked) > PROBATION_STREAMS_PER_FLOW:
+                        del untracked[next(iter(untracked))]  # (the oldest)
+                    continue
+                streams += 1
+            else:
+                previous = last.get(code, state.last_sequence if state is not None else -1)
+            valid |= encap != ENCAP_PLAIN or (previous >= 0 and (sequence - previous) & 0xFFFF == 1)
+            last[code] = sequence
+        self._untracked[flow] = self._untracked.get(flow, 0) + int(np.count_nonzero(~kept))
+        return kept
+
+    def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray,
+                    found: list[StreamState | None]) -> list[StreamState]:
+        """The stream of each distinct key (`found`: those known; new ones made in order of
+        their first packet)."""
+        states = found
+        if not all(states):
             seen = np.maximum.accumulate(codes)  # codes number keys in order of appearance
             first = np.flatnonzero(np.diff(seen, prepend=-1))
             for code, state in enumerate(states):
@@ -516,6 +592,9 @@ class MediaExtractor:
         fi, d, fec, ssrc = key >> 34, (key >> 33) & 1, bool((key >> 32) & 1), key & 0xFFFFFFFF
         stream = self.streams[(fi, d, ssrc, fec)] = StreamState(fi, d, ssrc, encap, fec)
         self._stream_keys[key] = stream
+        self._flow_streams[fi] = self._flow_streams.get(fi, 0) + 1
+        if self._seeds:
+            stream.last_sequence = self._seeds.pop(key, -1)
         return stream
 
     def _probation(self, states: list[StreamState], codes: np.ndarray, packets: RtpPackets,
@@ -556,6 +635,7 @@ class MediaExtractor:
         for code, row in zip(codes[confirmed].tolist(), confirmed.tolist(), strict=True):
             stream = states[code]
             stream.confirmed_frame = int(frames[packets.row[row]])
+            self._valid_flows.add(stream.flow_index)
             if self._ecb_streams < ECB_MAX_STREAMS and not stream.fec:
                 stream.ecb_id, self._ecb_streams = self._ecb_streams, self._ecb_streams + 1
                 sampled.append(stream)
@@ -702,6 +782,8 @@ class MediaExtractor:
         vouched = {s.flow_index for s in self.streams.values() if s.confirmed_frame >= 0}
         vouched.update(self._rtcp_whole, self._stun_flows, self.zoom_layouts)
         drop = {f for f in media - vouched if not self._announced(f)}
+        self.unconfirmed.rtp_packets += sum(self._untracked.values())
+        self.unconfirmed.flows += len(set(self._untracked) - drop)
         if not drop:
             return
         kept = {key: s for key, s in self.streams.items() if s.flow_index not in drop}

@@ -24,7 +24,7 @@ from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
 from analyzer.decode.demux import Demux, classify
-from analyzer.media import ECB_MAX_STREAMS
+from analyzer.media import ECB_MAX_STREAMS, PROBATION_STREAMS_PER_FLOW, MediaExtractor
 from analyzer.pipeline import Analysis, Settings, analyze, analyze_capture
 from dashboards.report import gaps_text
 
@@ -232,6 +232,44 @@ def test_bytes_that_fail_as_stun_do_not_turn_on_turn_framing(tmp_path: Path) -> 
     real_stun = udp((CLIENT, 40_006), peer(3), stun_binding_request(rng), T0 + 0.5)
     streams = run(tmp_path, [*packets, real_stun]).streams
     assert streams["encapsulation"].tolist() == ["turn-channel"]
+
+
+def random_rtp_like(rng: random.Random, count: int, start: float) -> list[Packet]:
+    """Random datagrams on one flow whose first byte is in RTP's range (a new SSRC each)."""
+    return [udp((CLIENT, 40_007), peer(4), bytes([0x80 | rng.randrange(16)])
+                + rng.randbytes(rng.randint(40, 300)), start + i * 0.001) for i in range(count)]
+
+
+def test_a_flow_of_random_bytes_keeps_few_streams(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    made = []
+    original = MediaExtractor._new_stream
+    monkeypatch.setattr(MediaExtractor, "_new_stream",
+                        lambda self, key, encap: made.append(key) or original(self, key, encap))
+    rng = random.Random(11)
+    analysis = run(tmp_path, random_rtp_like(rng, 3000, T0), chunk_bytes=65_536)
+    assert 0 < len(made) <= PROBATION_STREAMS_PER_FLOW
+    assert analysis.streams.empty
+    assert counts(analysis)["unconfirmed_rtp_packets"] > 2500  # every one is counted
+
+
+def test_rtp_after_random_bytes_on_one_flow_is_found_in_any_batches(tmp_path: Path) -> None:
+    """Past the flow's streams on probation, an SSRC whose packet follows its last one in
+    sequence is valid from that packet on."""
+    rng = random.Random(12)
+    noise = random_rtp_like(rng, 400, T0)
+    call = [udp((CLIENT, 40_007), peer(4), rtp(seq, 0x5EED5EED, rng.randbytes(160)),
+                T0 + 1 + seq * 0.02) for seq in range(100)]
+    tables = [run(tmp_path, noise + call, chunk).streams for chunk in (4096, 65_536, 64 << 20)]
+    tables.append(run(tmp_path, noise + call, 4096, media_workers=2).streams)
+    for other in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], other)
+    streams = tables[0].set_index("ssrc")
+    assert streams.loc["0x5eed5eed", ["packets", "first_frame"]].tolist() == [99, 402]
+    # from its second packet (frame 402) on; the streams the flow kept on probation are
+    # listed beside it, one packet each (a flow with valid RTP keeps its streams)
+    others = streams.drop("0x5eed5eed")["packets"]
+    assert len(others) == PROBATION_STREAMS_PER_FLOW and set(others) == {1}
 
 
 # ---------------------------------------------------------------------- the ECB test's slots
