@@ -153,7 +153,10 @@ COLUMNS: dict[str, dict[str, str]] = {
     "coverage": COVERAGE_COLUMNS,
     "timeline": {
         "capture": "capture file name", "flow_id": "flow (see flows)",
-        "second": "start of the one-second bin (UTC)",
+        "second": "start of the bin (UTC)",
+        "bin_seconds": "the bins' width: 1 s, or for a long capture the narrowest of 2, 10, 60, "
+                       "300, 1800, 3600, 21600 and 86400 s that keeps the table under a "
+                       "million rows",
         "packets": "packets in the bin (a fragmented IP datagram once)",
         "bytes": "frame bytes in the bin (IP fragments after the first: when their first "
                  "fragment came before them)",

@@ -151,12 +151,14 @@ def _no_media_bar(rows: pd.DataFrame) -> go.Bar:
 # ---------------------------------------------------------------------- timeline
 
 
-def bin_seconds(span_seconds: float, max_bins: int = MAX_BINS) -> int:
-    """The narrowest bin width from BIN_LADDER that keeps a span within max_bins bins."""
-    for width in BIN_LADDER:
+def bin_seconds(span_seconds: float, max_bins: int = MAX_BINS, table_bins: int = 1) -> int:
+    """The narrowest bin width from BIN_LADDER that keeps a span within max_bins bins and is a
+    multiple of the timeline table's own bins (`table_bins` seconds)."""
+    ladder = [w for w in BIN_LADDER if w % table_bins == 0] or [table_bins]
+    for width in ladder:
         if span_seconds / width <= max_bins:
             return width
-    return BIN_LADDER[-1]
+    return ladder[-1]
 
 
 FLOW_LABEL_COLUMNS = ("flow_id", "service", "transport", "server_ip", "server_port",
@@ -199,9 +201,11 @@ def timeline_series(timeline: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame
 
 def _capture_series(capture: object, rows: pd.DataFrame) -> pd.DataFrame:
     seconds = pd.to_datetime(rows["second"], utc=True)
+    table_bins = (int(rows["bin_seconds"].max()) if "bin_seconds" in rows.columns
+                  else 1)  # (tables written before the bins could widen: one second)
     start = seconds.min()
-    span = (seconds.max() - start).total_seconds() + 1
-    width = bin_seconds(span)
+    span = (seconds.max() - start).total_seconds() + table_bins
+    width = bin_seconds(span, table_bins=table_bins)
     index = ((seconds - start).dt.total_seconds() // width).astype(np.int64)
     rows = rows.assign(bin=index.to_numpy(), key=_series_keys(rows))
     sums = rows.groupby(["key", "bin"], sort=True).agg(

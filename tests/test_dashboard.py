@@ -306,6 +306,22 @@ def test_timeline_series_sums_per_bin() -> None:
     assert set(series.loc[series["key"] == "flow-2", "verdict"]) == {"cleartext"}
 
 
+def test_wide_table_bins_are_drawn_in_multiples_of_them() -> None:
+    """A long capture's timeline in 60-second bins (analyzer/timeline.py widens them): a short
+    span would be drawn in 1-second bins, but each drawn bin must hold whole table bins, and
+    the bitrate is the bin's bytes over its width."""
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    timeline = pd.DataFrame({"capture": "c", "flow_id": 1, "bin_seconds": 60, "packets": 1,
+                             "second": [start + pd.Timedelta(minutes=m) for m in (0, 1, 3)],
+                             "bytes": [7500, 15000, 30000]})
+    flows = pd.DataFrame({"capture": ["c"], "flow_id": [1], "encryption": ["encrypted"]})
+    series = timeline_series(timeline, flows)
+    assert set(series["bin_seconds"]) == {60}
+    kbps = series.set_index("bin")["kbps"]
+    assert (kbps[0], kbps[1], kbps[2], kbps[3]) == (1.0, 2.0, 0.0, 4.0)
+    assert (bin_seconds(2500), bin_seconds(2500, table_bins=2)) == (5, 10)  # (5: not whole)
+
+
 def test_coverage_shares_add_up() -> None:
     coverage = pd.DataFrame({"capture": "c", "scope": ["all"] * 4 + ["zoom"] * 4 + ["sip"] * 4,
                              "verdict": ["encrypted", "weak", "cleartext", "unknown"] * 3,

@@ -868,3 +868,36 @@ def test_a_pipe_is_hashed_as_it_is_read(tmp_path: Path, buffers: int) -> None:
         assert seen == [r.data for r in records]
         assert reader.stream_sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
         assert reader.stream_bytes == path.stat().st_size
+
+
+# --------------------------------------------------------------------------- batch sizes
+
+
+@pytest.mark.parametrize("piped", [False, True])
+def test_small_packets_make_smaller_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            piped: bool) -> None:
+    """A chunk of small packets holds many: past the first chunk, batches hold at most
+    MAX_BATCH_PACKETS packets of the average size seen (bounded column memory), and every
+    packet is read once, in order, mapped or through a pipe."""
+    monkeypatch.setattr(reader_module, "MAX_BATCH_PACKETS", 500)
+    records = [Record(ether_packet(n), T0 * NS + n * 1000, 0, LT_ETHERNET) for n in range(6000)]
+    records = [Record(r.data, r.ts_ns, len(r.data), r.linktype) for r in records]
+    path = tmp_path / "small.pcap"
+    write_pcap(path, records)
+    source: str | Path = path
+    if piped:
+        fifo = tmp_path / "small.fifo"
+        os.mkfifo(fifo)
+        # (the writer opens the FIFO itself: an open for writing waits for the reader)
+        feeder = subprocess.Popen(["sh", "-c", 'cat "$0" > "$1"', str(path), str(fifo)])
+        source = fifo
+    reader = CaptureReader(source, 1 << 18)  # (the first chunk: about 2,500 packets)
+    sizes, frames = [], []
+    for batch in reader.batches():
+        sizes.append(batch.frame.size)
+        frames.extend(batch.frame.tolist())
+    if piped:
+        feeder.wait()
+    assert frames == list(range(1, 6001))
+    assert sizes[0] > 500 and max(sizes[1:]) <= 500
+    assert len(sizes) >= 1 + (6000 - sizes[0]) // 500

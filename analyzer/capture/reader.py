@@ -46,6 +46,11 @@ DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
 CARRY_ROOM = MAX_BLOCK + 65_536  # room for the largest record left unfinished by a chunk
 MIN_CHUNK_BYTES = 4096
+# Packets per batch, at most (about): a batch's columns take some 200 bytes a packet besides its
+# bytes, so a chunk of small packets (76-byte records: 880,000 in 64 MiB) would take three times
+# the memory of the chunk. Chunks shrink to this many packets of the average size seen so far.
+MAX_BATCH_PACKETS = 256 * 1024
+FIRST_CHUNK_BYTES = 16 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 @contextmanager
 def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
@@ -236,6 +241,15 @@ class CaptureReader:
         self.from_pipe = is_stream(self.path)  # read, not mapped, and hashed here if asked
         self._hasher = _StreamHasher() if hash_stream and self.from_pipe else None
         self.stream_bytes = 0  # bytes read from a pipe
+        self._walked = 0  # capture bytes walked into batches (for the average record size)
+
+    def _span(self) -> int:
+        """How many bytes the next chunk takes: `chunk_bytes`, or less for small packets (see
+        MAX_BATCH_PACKETS). Batches never change results, only their size."""
+        if not self.info.packets:  # (the first: a sample of the record sizes)
+            return min(self.chunk_bytes, FIRST_CHUNK_BYTES)
+        average = self._walked / self.info.packets
+        return int(min(self.chunk_bytes, max(MIN_CHUNK_BYTES, average * MAX_BATCH_PACKETS)))
 
     def stream_sha256(self) -> str:
         """The SHA-256 of the bytes read from a pipe (all of them, once `batches` has ended)."""
@@ -298,11 +312,13 @@ class CaptureReader:
         file_offset = 0  # offset of view[0] in the (decompressed) capture
         eof, read_error = False, ""
         while not eof:
-            got, read_error = read_into(stream, view[carried : carried + self.chunk_bytes])
+            want = self._span()
+            got, read_error = read_into(stream, view[carried : carried + want])
             self._consumed(view[carried : carried + got], turn)
-            eof = bool(read_error) or got < self.chunk_bytes
+            eof = bool(read_error) or got < want
             end = carried + got
             result = walker.walk(view[:end], start)
+            self._walked += result.stop - start
             self._note_walker(walker)
             if len(result.records.data_offset):
                 batch = self._to_batch(view[:end], result)
@@ -356,11 +372,13 @@ class CaptureReader:
     def _walk_span(self, data: memoryview, walker: Walker, offset: int
                    ) -> tuple[int, WalkResult]:
         """Walk one chunk from `offset`; a chunk that holds no whole record grows to take one."""
-        end = min(offset + self.chunk_bytes, len(data))
+        span = self._span()
+        end = min(offset + span, len(data))
         result = walker.walk(data[offset:end], 0)
         if result.stop == 0 and not result.error and end < len(data):
-            end = min(offset + self.chunk_bytes + CARRY_ROOM, len(data))
+            end = min(offset + span + CARRY_ROOM, len(data))
             result = walker.walk(data[offset:end], 0)
+        self._walked += result.stop
         return end, result
 
     def _read_problem(self) -> str:
