@@ -27,10 +27,10 @@ Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # flow, bin start,
 class Timeline:
     """Packets and bytes per (flow, bin), accumulated batch by batch."""
 
-    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, max_rows: int | None = None) -> None:
         self._parts: list[Part] = []
         self._rows = 0
-        self._max_rows = max_rows
+        self._max_rows = MAX_ROWS if max_rows is None else max_rows
         self.width = WIDTHS[0]  # the bins' width in seconds (only grows)
 
     def add(self, cols: PacketColumns, assign: FlowAssignment) -> None:
