@@ -544,8 +544,8 @@ class MediaExtractor:
                         found: list[StreamState | None], packets: RtpPackets) -> np.ndarray:
         """Which of a crowded flow's packets (`rows`, in order) are kept: `_probation`'s rule
         run packet by packet. A packet of an SSRC not tracked is kept while the flow has room
-        for a stream on probation, once it has a valid one, or when it follows that SSRC's
-        last packet in sequence (the stream is then valid from it)."""
+        for a stream on probation, once it has a valid one, inside TURN framing, or when it
+        follows that SSRC's last packet in sequence (the stream is then valid from it)."""
         streams, valid = self._flow_streams.get(flow, 0), False
         last: dict[int, int] = {}  # stream code -> sequence number of its last packet
         untracked = self._untracked_last.setdefault(flow, {})
@@ -557,8 +557,8 @@ class MediaExtractor:
             if state is None and code not in last:  # an SSRC not tracked
                 key = int(packets.stream_key[rows[i]])
                 before = untracked.pop(key, -1)
-                if valid or streams < PROBATION_STREAMS_PER_FLOW:
-                    previous = -1
+                if valid or streams < PROBATION_STREAMS_PER_FLOW or encap != ENCAP_PLAIN:
+                    previous = -1  # (framed RTP is valid from its first packet)
                 elif before >= 0 and (sequence - before) & 0xFFFF == 1:
                     previous = self._seeds[key] = before
                 else:

@@ -272,6 +272,19 @@ def test_rtp_after_random_bytes_on_one_flow_is_found_in_any_batches(tmp_path: Pa
     assert len(others) == PROBATION_STREAMS_PER_FLOW and set(others) == {1}
 
 
+def test_framed_rtp_on_a_crowded_flow_is_kept(tmp_path: Path) -> None:
+    """A TURN flow past its streams on probation: RTP inside ChannelData is valid from its
+    first packet, as anywhere else."""
+    rng = random.Random(13)
+    ice = udp((CLIENT, 40_007), peer(4), stun_binding_request(rng), T0 - 1)
+    inner = rtp(500, 0xC4A77E15, rng.randbytes(100))
+    relayed = udp((CLIENT, 40_007), peer(4), struct.pack("!HH", 0x4001, len(inner)) + inner,
+                  T0 + 5)
+    streams = run(tmp_path, [ice, *random_rtp_like(rng, 200, T0), relayed]).streams
+    framed = streams[streams["encapsulation"] == "turn-channel"]
+    assert framed[["ssrc", "packets"]].values.tolist() == [["0xc4a77e15", 1]]
+
+
 # ---------------------------------------------------------------------- the ECB test's slots
 
 
