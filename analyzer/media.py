@@ -221,13 +221,11 @@ class Unconfirmed:
     `MediaExtractor.finish`): not counted as streams."""
 
     flows: int = 0
-    rtp_packets: int = 0
-    rtcp_packets: int = 0
+    packets: int = 0  # RTP and RTCP
 
     def add(self, other: Unconfirmed) -> None:
         self.flows += other.flows
-        self.rtp_packets += other.rtp_packets
-        self.rtcp_packets += other.rtcp_packets
+        self.packets += other.packets
 
 
 @dataclass(slots=True)
@@ -577,16 +575,15 @@ class MediaExtractor:
 
     def _streams_of(self, keys: np.ndarray, codes: np.ndarray, encap: np.ndarray,
                     found: list[StreamState | None]) -> list[StreamState]:
-        """The stream of each distinct key (`found`: those known; new ones made in order of
-        their first packet)."""
-        states = found
-        if not all(states):
+        """The stream of each distinct key (`found`: those known, filled in here; new ones
+        made in order of their first packet)."""
+        if not all(found):
             seen = np.maximum.accumulate(codes)  # codes number keys in order of appearance
             first = np.flatnonzero(np.diff(seen, prepend=-1))
-            for code, state in enumerate(states):
+            for code, state in enumerate(found):
                 if state is None:
-                    states[code] = self._new_stream(int(keys[code]), int(encap[first[code]]))
-        return states  # type: ignore[return-value]
+                    found[code] = self._new_stream(int(keys[code]), int(encap[first[code]]))
+        return found  # type: ignore[return-value]
 
     def _new_stream(self, key: int, encap: int) -> StreamState:
         fi, d, fec, ssrc = key >> 34, (key >> 33) & 1, bool((key >> 32) & 1), key & 0xFFFFFFFF
@@ -782,26 +779,20 @@ class MediaExtractor:
         vouched = {s.flow_index for s in self.streams.values() if s.confirmed_frame >= 0}
         vouched.update(self._rtcp_whole, self._stun_flows, self.zoom_layouts)
         drop = {f for f in media - vouched if not self._announced(f)}
-        self.unconfirmed.rtp_packets += sum(self._untracked.values())
-        self.unconfirmed.flows += len(set(self._untracked) - drop)
+        self.unconfirmed.flows += len(drop | self._untracked.keys())
+        rtp = sum(sum(s.payload_types.values()) for s in self.streams.values()
+                  if s.flow_index in drop)
+        rtcp = sum(n for (flow, _), n in self.rtcp_packets.items() if flow in drop)
+        self.unconfirmed.packets += sum(self._untracked.values()) + rtp + rtcp
         if not drop:
             return
-        kept = {key: s for key, s in self.streams.items() if s.flow_index not in drop}
-        self.unconfirmed.flows += len(drop)
-        self.unconfirmed.rtp_packets += sum(sum(s.payload_types.values())
-                                            for s in self.streams.values()
-                                            if s.flow_index in drop)
-        for counts in (self.rtcp_packets, self.srtcp_packets):
-            dropped = [pair for pair in counts if pair[0] in drop]
-            if counts is self.rtcp_packets:
-                self.unconfirmed.rtcp_packets += sum(counts[pair] for pair in dropped)
-            for pair in dropped:
-                del counts[pair]
-        for flow in drop:
-            self.zoom_layouts.pop(flow, None)
-        self.streams = kept
+        self.streams = {k: s for k, s in self.streams.items() if s.flow_index not in drop}
         self._stream_keys = {k: s for k, s in self._stream_keys.items()
                              if s.flow_index not in drop}
+        self.rtcp_packets = {k: n for k, n in self.rtcp_packets.items() if k[0] not in drop}
+        self.srtcp_packets = {k: n for k, n in self.srtcp_packets.items() if k[0] not in drop}
+        for flow in drop:
+            self.zoom_layouts.pop(flow, None)
 
     def _announced(self, flow: int) -> bool:
         """Some SDP m= line named an end of this flow (its RTP or its RTCP port)."""

@@ -178,8 +178,7 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     result.counts["ip_datagrams_incomplete"] = inspector.defrag.dropped
     # RTP/RTCP look-alikes on flows where nothing confirmed media (`MediaExtractor.finish`)
     result.counts["flows_with_unconfirmed_rtp"] = media.unconfirmed.flows
-    result.counts["unconfirmed_rtp_packets"] = (media.unconfirmed.rtp_packets
-                                                + media.unconfirmed.rtcp_packets)
+    result.counts["unconfirmed_rtp_packets"] = media.unconfirmed.packets
     return result
 
 
