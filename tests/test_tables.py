@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from analyzer import tables as tables_module
@@ -64,7 +65,7 @@ def test_utc_text_is_what_pandas_writes(unit: str, tz: object) -> None:
             text = utc_text(times)
             assert text is not None
             expected = _pandas_csv(times)
-            assert text.tolist() == expected
+            assert text.to_pylist() == expected
 
 
 def test_utc_text_leaves_far_years_to_pandas() -> None:
@@ -236,6 +237,30 @@ def test_csv_writer_writes_what_pandas_writes(tmp_path: Path,
         write_csv(frame[[column]], tmp_path / "one.csv")
         frame[[column]].to_csv(tmp_path / "pandas-one.csv", index=False)
         assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "pandas-one.csv").read_bytes()
+
+
+def test_arrow_text_checks_agree_with_their_definitions() -> None:
+    """The byte-level checks on Arrow text (formula starts, bytes that need quotes) against
+    the Python definitions, on random text with nulls, empty and non-ASCII cells, in several
+    Arrow chunks and slices."""
+    rng = random.Random(9)
+    alphabet = ["a", "ü", "=", "+", "-", "@", "\t", "\r", ",", '"', "\n", " ", "中"]
+    for _ in range(300):
+        cells = [None if rng.random() < 0.1 else
+                 "".join(rng.choice(alphabet) if rng.random() < 0.08 else "x"
+                         for _ in range(rng.randrange(0, 6)))
+                 for _ in range(rng.randrange(0, 40))]
+        series = pd.Series(cells, dtype="str")
+        expected = any(isinstance(v, str) and v.startswith(tables_module.FORMULA_PREFIXES)
+                       for v in cells)
+        assert tables_module._formula_like(series) == expected
+        text = pa.array([c or "" for c in cells], pa.large_string())
+        start = rng.randrange(0, len(cells) + 1)
+        part = text.slice(start, rng.randrange(0, len(cells) - start + 1))
+        assert tables_module._has_quoted_bytes(part) == any(
+            tables_module.CSV_QUOTED.search(c) for c in part.to_pylist())
+        chunked = pa.chunked_array([text.slice(0, start), text.slice(start)])
+        assert tables_module._starts_like_formula(chunked) == expected
 
 
 def test_csv_carriage_return_from_a_capture_does_not_split_its_row(tmp_path: Path) -> None:
