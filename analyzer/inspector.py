@@ -65,9 +65,13 @@ class Inspector:
 
     # ------------------------------------------------------------------ selection (vectorized)
 
-    def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment) -> None:
+    def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
+                udp_kind: np.ndarray | None = None) -> None:
+        """The batch's packets that the slow path reads, one by one. `udp_kind`: the batch's
+        `udp_kinds_of`, when another thread made it already."""
         self.grow()
-        rows, kinds = self._select(batch, cols, assign)
+        rows, kinds = self._select(cols, assign, udp_kinds_of(batch, cols, assign)
+                                   if udp_kind is None else udp_kind)
         # the selected rows' fields as Python values, read once (not a numpy scalar at a time)
         fields = zip(rows.tolist(), kinds.tolist(), assign.flow_index[rows].tolist(),
                      assign.direction[rows].tolist(), cols.frame[rows].tolist(),
@@ -117,15 +121,11 @@ class Inspector:
             grown[: self._tcp_done.size] = self._tcp_done
             self._tcp_done = grown
 
-    def _select(
-        self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _select(self, cols: PacketColumns, assign: FlowAssignment, udp_kind: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
         fi, plen = assign.flow_index, cols.payload_len
         is_udp = cols.ip_proto == PROTO_UDP
-        udp = np.flatnonzero(is_udp & (fi >= 0) & (plen > 0))
-        kind = np.zeros(len(fi), dtype=np.int8)
-        kind[udp] = _udp_kinds(Gather(batch.buffer), cols.payload_offset[udp], plen[udp],
-                               cols.sport[udp], cols.dport[udp])
+        kind = udp_kind.copy()
         tcp = (cols.ip_proto == PROTO_TCP) & (fi >= 0)
         slot = np.where(tcp, fi * 2 + assign.direction, 0)
         wanted = tcp & ((plen > 0) | ((cols.tcp_flags & TCP_SYN) != 0))
@@ -307,6 +307,18 @@ class Inspector:
             self.sessions.tcp_data(fi, d, frame, ts, new)
         if stream.finished or stream.reassembler.full:
             self._tcp_done[fi * 2 + d] = True
+
+
+def udp_kinds_of(batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
+                 ) -> np.ndarray:
+    """The slow-path kind of each packet of the batch that is a UDP payload of a flow (0: none
+    or not such a packet). It depends on the batch alone, so the read-ahead thread makes it."""
+    plen = cols.payload_len
+    udp = np.flatnonzero((cols.ip_proto == PROTO_UDP) & (assign.flow_index >= 0) & (plen > 0))
+    kind = np.zeros(len(plen), dtype=np.int8)
+    kind[udp] = _udp_kinds(Gather(batch.buffer), cols.payload_offset[udp], plen[udp],
+                           cols.sport[udp], cols.dport[udp])
+    return kind
 
 
 def _udp_kinds(g: Gather, at: np.ndarray, plen: np.ndarray, sport: np.ndarray,

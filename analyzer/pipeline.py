@@ -19,7 +19,7 @@ from analyzer.capture.source import capture_name, is_stream
 from analyzer.facts import CaptureFacts
 from analyzer.flows import FlowAssignment, FlowTable
 from analyzer.geolocate import GeoSettings, geolocate
-from analyzer.inspector import Inspector
+from analyzer.inspector import Inspector, udp_kinds_of
 from analyzer.media import MediaExtractor
 from analyzer.packets import DECODED_LINKTYPES, PacketColumns, decode_batch
 from analyzer.provenance import CaptureHashes
@@ -124,9 +124,10 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     fragments, undecoded, read = 0, 0, 0
     timeline = Timeline()
 
-    def accounted() -> Iterator[tuple[PacketBatch, PacketColumns, FlowAssignment]]:
+    def accounted() -> Iterator[tuple[PacketBatch, PacketColumns, FlowAssignment, np.ndarray]]:
         """Decoding, flow accounting and the timeline: state only this stage writes, so it may
-        run a batch ahead of the slow path and the media path (which only read flow endpoints).
+        run a batch ahead of the slow path and the media path (which only read flow endpoints);
+        and which UDP payloads the slow path reads, which depends on the batch alone.
         """
         nonlocal fragments, undecoded
         for batch in reader.batches():
@@ -137,17 +138,17 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
                                                            list(DECODED_LINKTYPES))))
             assign = flows.update(cols, batch)
             timeline.add(cols, assign)
-            yield batch, cols, assign
+            yield batch, cols, assign, udp_kinds_of(batch, cols, assign)
 
     # forked before the read-ahead thread starts; only a mapped file can be shared with them
     pool = _media_pool(Path(path), workers, flows, capture) if workers > 0 and mappable(
         Path(path)) else None
     try:
         stream = ReadAhead(accounted) if threads > 1 else accounted()
-        for batch, cols, assign in stream:
+        for batch, cols, assign, udp_kind in stream:
             inspector.grow()
             media.begin(assign, cols)  # the modes as the batch starts, before the slow path
-            inspector.process(batch, cols, assign)
+            inspector.process(batch, cols, assign, udp_kind)
             if pool is not None:
                 pool.submit(batch, media.select(batch.buffer, cols, assign))
             else:
