@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analyzer import speedups
 from analyzer.capture.batch import PacketBatch
@@ -38,6 +40,23 @@ def address_text(hi: int, lo: int) -> str:
     if hi == 0 and (lo >> 32) == 0xFFFF:  # (ipaddress's own text, ten times faster)
         return f"{(lo >> 24) & 255}.{(lo >> 16) & 255}.{(lo >> 8) & 255}.{lo & 255}"
     return _ipv6_text(hi, lo)
+
+
+def address_texts(endpoints: list[Endpoint]) -> list[str]:
+    """`address_text` of many endpoints' addresses at once (IPv4 by Arrow, not one by one)."""
+    hi = np.fromiter((e[0] for e in endpoints), np.uint64, len(endpoints))
+    lo = np.fromiter((e[1] for e in endpoints), np.uint64, len(endpoints))
+    v4 = np.flatnonzero((hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF))
+    texts = [""] * len(endpoints)
+    octets = [pc.cast(pa.array((lo[v4] >> np.uint64(shift)) & np.uint64(255)), pa.string())
+              for shift in (24, 16, 8, 0)]
+    for i, text in zip(v4.tolist(), pc.binary_join_element_wise(*octets, ".").to_pylist(),
+                       strict=True):
+        texts[i] = text
+    if v4.size < len(endpoints):
+        for i in np.setdiff1d(np.arange(len(endpoints)), v4).tolist():
+            texts[i] = _ipv6_text(endpoints[i][0], endpoints[i][1])
+    return texts
 
 
 @lru_cache(maxsize=1 << 16)  # flows share few addresses; the tables ask for each many times
@@ -151,9 +170,14 @@ class FlowTable:
         self._early_bytes: dict[FragmentKey, int] = {}  # fragments before their first
 
     def settle(self) -> None:
-        """Copy the counters into the flows (call when every batch has been through `update`)."""
+        """Copy the counters into the flows (call when every batch has been through `update`),
+        and give each flow its addresses' text (the tables read them, all at once here)."""
         packets, wire = self._packets.tolist(), self._bytes.tolist()
         last_ts, syn = self._last_ts.tolist(), self._syn_sender.tolist()
+        unnamed = [flow for flow in self.flows if flow._texts is None]
+        texts = address_texts([f.a for f in unnamed] + [f.b for f in unnamed])
+        for flow, a, b in zip(unnamed, texts[: len(unnamed)], texts[len(unnamed) :], strict=True):
+            flow._texts = (a, b)
         for i, flow in enumerate(self.flows):
             flow.packets = packets[2 * i : 2 * i + 2]
             flow.bytes = wire[2 * i : 2 * i + 2]

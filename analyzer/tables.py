@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer import assess, services
+from analyzer.decode.tls import version_name
 from analyzer.ecb import EcbResult
 from analyzer.encryption import Verdict
 from analyzer.facts import MAX_DAMAGE_NOTES, Evidence
@@ -389,8 +390,6 @@ def _server_name(names: Names) -> tuple[str, str]:
 
 
 def _tls_version(facts: FlowFacts) -> str:
-    from analyzer.decode.tls import version_name
-
     for hs in (facts.tls, facts.dtls, facts.quic):
         if hs is not None and hs.version:
             return version_name(hs.version)

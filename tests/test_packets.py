@@ -752,3 +752,15 @@ def test_address_text_is_ipaddress_text(v4: int, v6: int) -> None:
     if not (hi == 0 and lo >> 32 == 0xFFFF):
         assert address_text(hi, lo) == str(ipaddress.IPv6Address(v6))
         assert address_value(hi, lo) == (6, v6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda v4: (0, 0xFFFF << 32 | v4)),
+    st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))), max_size=60))
+def test_address_texts_at_once_are_each_address_text(addresses: list[tuple[int, int]]) -> None:
+    """The flow table writes all its flows' address texts at once (IPv4 by Arrow)."""
+    from analyzer.flows import address_text, address_texts
+
+    endpoints = [(hi, lo, 0) for hi, lo in addresses]
+    assert address_texts(endpoints) == [address_text(hi, lo) for hi, lo in addresses]
