@@ -45,7 +45,8 @@ def _frames(rows: pd.DataFrame) -> tuple[int, ...]:
 
 
 def _names(rows: pd.DataFrame) -> tuple[str, ...]:
-    return tuple(sorted({str(n) for n in rows["server_name"] if isinstance(n, str) and n}))
+    distinct = rows["server_name"].dropna().unique()  # (one pass in Arrow, not per row)
+    return tuple(sorted({str(n) for n in distinct if isinstance(n, str) and n}))
 
 
 def _servers(rows: pd.DataFrame) -> str:
@@ -192,8 +193,8 @@ def unknown_flows(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
         capture, "low", "not-assessed",
         f"{len(rows)} flow(s) could not be assessed",
         "No handshake, signalling or known protocol structure was seen on these flows, so "
-        "confscope does not say whether they were encrypted.", _ids(rows)[:50],
-        _frames(rows)[:50], _names(rows), {}, "")
+        "confscope does not say whether they were encrypted.", _ids(rows.head(50)),
+        _frames(rows.head(50)), _names(rows), {}, "")
 
 
 ROLE_WORDS = {"control": "control server", "key-exchange": "key-exchange endpoint",
@@ -312,11 +313,26 @@ def coverage(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for capture in sorted(set(flows["capture"])):
         f = _FlowColumns.of(flows[flows["capture"] == capture])
         s = _StreamColumns.of(streams[streams["capture"] == capture])
+        stream_service, known = _service_of_flows(s.flow_id, f.flow_id, f.service)
         for scope in ["all", *sorted(set(f.service.tolist()))]:
             in_f = np.ones(f.service.size, bool) if scope == "all" else f.service == scope
-            in_s = np.isin(s.flow_id, f.flow_id[in_f])
+            in_s = known if scope == "all" else known & (stream_service == scope)
             rows.extend(_coverage_rows(capture, scope, f.subset(in_f), s.subset(in_s)))
     return pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
+
+
+def _service_of_flows(stream_flow: np.ndarray, flow_id: np.ndarray, service: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The service of each stream's flow, and whether its flow is among `flow_id` at all:
+    found once by a sorted search, not by a set test per service."""
+    found = np.full(stream_flow.size, None, dtype=object)
+    hit = np.zeros(stream_flow.size, bool)
+    if stream_flow.size and flow_id.size:
+        order = np.argsort(flow_id, kind="stable")
+        place = np.minimum(np.searchsorted(flow_id[order], stream_flow), flow_id.size - 1)
+        hit = flow_id[order][place] == stream_flow
+        found[hit] = service[order][place[hit]]
+    return found, hit
 
 
 class _Columns:
