@@ -18,7 +18,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -534,49 +533,75 @@ def _servers(capture_name: str, flows: pd.DataFrame, names: dict[str, set[tuple[
         flows=("flow_id", "size"), bytes=("volume", "sum"), media_seconds=("media", "sum"),
         rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
         last_seen=("last_seen", "max"))
-    found = _ServerTexts.of(data)
-    servers = out.index.tolist()
-    out["services"] = ["+".join(sorted(found.services[ip])) for ip in servers]
-    out["ports"] = ["+".join(map(str, sorted(found.ports[ip]))) for ip in servers]
-    out["rtt_evidence"] = [found.rtt_evidence(ip) for ip in servers]
-    out["roles"] = ["+".join(r for r in ROLE_ORDER if r in found.roles[ip]) for ip in servers]
-    out["names"] = ["; ".join(f"{n} ({src})" for n, src in sorted(names.get(str(ip), ())))
-                    for ip in servers]
+    server = out.index.get_indexer(data["server_ip"])  # each flow's row in `out`
+    count = len(out)
+    for column, texts in (
+            ("services", _joined(server, data["service"].to_numpy(dtype=object), count)),
+            ("ports", _joined(server, data["server_port"].to_numpy(dtype=np.int64), count)),
+            ("rtt_evidence", _fastest_evidence(server, data, count)),
+            ("roles", _roles(server, data, count)), ("names", _name_texts(out.index, names))):
+        out[column] = pd.array(texts, dtype="str")
     out = out.reset_index().rename(columns={"server_ip": "ip"})
     out["capture"] = capture_name
     return out[list(SERVER_BASE_COLUMNS)]
 
 
-@dataclass(slots=True)
-class _ServerTexts:
-    """Per server address: its flows' services, ports and roles, and the fastest round trip."""
+def _joined(server: np.ndarray, values: np.ndarray, count: int) -> pa.Array:
+    """Per server (0..count-1, each with a flow): the distinct values of its flows, in
+    ascending order, joined by '+'; grouped and joined by Arrow, not per server."""
+    pairs = pd.DataFrame({"server": server, "value": values}).drop_duplicates()
+    pairs = pairs.sort_values(["server", "value"], kind="stable")
+    texts = pa.array(pairs["value"].tolist()) if values.dtype == object else pa.array(
+        pairs["value"].to_numpy())
+    bounds = np.searchsorted(pairs["server"].to_numpy(), np.arange(count + 1))
+    lists = pa.LargeListArray.from_arrays(pa.array(bounds, pa.int64()),
+                                          pc.cast(texts, pa.large_string()))
+    return pc.binary_join(lists, pa.scalar("+", pa.large_string()))
 
-    services: dict[str, set[str]] = field(default_factory=dict)
-    ports: dict[str, set[int]] = field(default_factory=dict)
-    roles: dict[str, set[str]] = field(default_factory=dict)
-    fastest: dict[str, tuple[float, int, str]] = field(default_factory=dict)
 
-    @staticmethod
-    def of(flows: pd.DataFrame) -> _ServerTexts:
-        found = _ServerTexts()
-        columns = ("server_ip", "service", "server_port", "protocols", "p2p", "key_exchange",
-                   "rtt", "flow_id", "rtt_evidence")
-        for ip, service, port, protocols, p2p, key_exchange, rtt, flow_id, evidence in zip(
-                *(flows[c].tolist() for c in columns), strict=True):
-            found.services.setdefault(ip, set()).add(service)
-            found.ports.setdefault(ip, set()).add(port)
-            found.roles.setdefault(ip, set()).update(
-                flow_roles(str(protocols), service, bool(p2p), key_exchange))
-            fastest = found.fastest.get(ip)
-            if not math.isnan(rtt) and (fastest is None or (rtt, flow_id) < fastest[:2]):
-                found.fastest[ip] = (rtt, flow_id, str(evidence))
-        return found
+def _fastest_evidence(server: np.ndarray, data: pd.DataFrame, count: int) -> np.ndarray:
+    """Per server: 'flow N: evidence' of its fastest round trip (ties: the lower flow id)."""
+    texts = np.full(count, "", dtype=object)
+    timed = np.flatnonzero(~np.isnan(data["rtt"].to_numpy()))
+    if timed.size:
+        rtt, flow_id = data["rtt"].to_numpy()[timed], data["flow_id"].to_numpy()[timed]
+        order = timed[np.lexsort((flow_id, rtt, server[timed]))]
+        first = order[np.flatnonzero(np.diff(server[order], prepend=-1))]
+        evidence = data["rtt_evidence"].to_numpy(dtype=object)
+        ids = data["flow_id"].to_numpy()
+        texts[server[first]] = [f"flow {ids[i]}: {evidence[i]}" for i in first.tolist()]
+    return texts
 
-    def rtt_evidence(self, ip: str) -> str:
-        if ip not in self.fastest:
-            return ""
-        _, flow_id, evidence = self.fastest[ip]
-        return f"flow {flow_id}: {evidence}"
+
+def _roles(server: np.ndarray, data: pd.DataFrame, count: int) -> np.ndarray:
+    """Per server: the roles its flows give it (`flow_roles`), in ROLE_ORDER, joined by '+'.
+    Each distinct flow kind is looked up once; a server's roles are a bit mask."""
+    kinds = data[["protocols", "service", "p2p", "key_exchange"]]
+    codes, distinct = pd.factorize(pd.MultiIndex.from_frame(kinds))
+    masks = np.array([_role_mask(flow_roles(str(p), str(s), bool(p2p), str(k)))
+                      for p, s, p2p, k in distinct], np.int64)
+    per_server = np.zeros(count, np.int64)
+    np.bitwise_or.at(per_server, server, masks[codes])
+    return np.array([_ROLE_TEXT[m] for m in range(1 << len(ROLE_ORDER))],
+                    dtype=object)[per_server]
+
+
+def _role_mask(roles: frozenset[str]) -> int:
+    return sum(1 << i for i, role in enumerate(ROLE_ORDER) if role in roles)
+
+
+_ROLE_TEXT = ["+".join(r for i, r in enumerate(ROLE_ORDER) if mask >> i & 1)
+              for mask in range(1 << len(ROLE_ORDER))]
+
+
+def _name_texts(servers: pd.Index, names: dict[str, set[tuple[str, str]]]) -> np.ndarray:
+    """Per server: its names as 'name (source); ...', sorted ('' for most servers)."""
+    texts = np.full(len(servers), "", dtype=object)
+    named = [ip for ip in names if names[ip]]
+    for at, ip in zip(servers.get_indexer(named).tolist(), named, strict=True):
+        if at >= 0:
+            texts[at] = "; ".join(f"{n} ({src})" for n, src in sorted(names[ip]))
+    return texts
 
 
 # ---------------------------------------------------------------------- writing

@@ -144,6 +144,80 @@ def test_servers_table_fields() -> None:
     assert out["media_seconds"].tolist() == [0.0, 1.5]
 
 
+def _reference_servers(capture_name: str, flows: pd.DataFrame,
+                       names: dict[str, set[tuple[str, str]]],
+                       media_seconds: dict[int, float]) -> pd.DataFrame:
+    """The servers table server by server, as confscope made it before it grouped by Arrow."""
+    data = flows.assign(volume=flows["bytes_c2s"] + flows["bytes_s2c"],
+                        rtt=flows["rtt_min_ms"].astype(float),
+                        media=flows["flow_id"].map(media_seconds).fillna(0.0))
+    out = data.groupby("server_ip", sort=True).agg(
+        flows=("flow_id", "size"), bytes=("volume", "sum"), media_seconds=("media", "sum"),
+        rtt_min_ms=("rtt", "min"), first_seen=("first_seen", "min"),
+        last_seen=("last_seen", "max"))
+    services: dict[str, set[str]] = {}
+    ports: dict[str, set[int]] = {}
+    roles: dict[str, set[str]] = {}
+    fastest: dict[str, tuple[float, int, str]] = {}
+    for row in data.itertuples():
+        ip = row.server_ip
+        services.setdefault(ip, set()).add(row.service)
+        ports.setdefault(ip, set()).add(row.server_port)
+        roles.setdefault(ip, set()).update(
+            flow_roles(row.protocols, row.service, bool(row.p2p), row.key_exchange))
+        if not math.isnan(row.rtt) and (ip not in fastest
+                                         or (row.rtt, row.flow_id) < fastest[ip][:2]):
+            fastest[ip] = (row.rtt, row.flow_id, row.rtt_evidence)
+    ips = out.index.tolist()
+    out["services"] = ["+".join(sorted(services[ip])) for ip in ips]
+    out["ports"] = ["+".join(map(str, sorted(ports[ip]))) for ip in ips]
+    out["rtt_evidence"] = [f"flow {fastest[ip][1]}: {fastest[ip][2]}" if ip in fastest else ""
+                           for ip in ips]
+    out["roles"] = ["+".join(r for r in ROLE_ORDER if r in roles[ip]) for ip in ips]
+    out["names"] = ["; ".join(f"{n} ({src})" for n, src in sorted(names.get(ip, ())))
+                    for ip in ips]
+    out = out.reset_index().rename(columns={"server_ip": "ip"})
+    out["capture"] = capture_name
+    return out[list(tables_module.SERVER_BASE_COLUMNS)]
+
+
+def test_servers_table_matches_its_server_by_server_form(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    protocol_sets = ["tls", "stun", "zoom", "dns", "srtp+stun", "dtls+srtp", "tcp", "udp", ""]
+    for _ in range(40):
+        n = rng.randrange(1, 400)
+        ips = [f"10.0.{rng.randrange(3)}.{rng.randrange(1, 40)}"
+               for _ in range(rng.randrange(1, 60))]
+        times = pd.to_datetime([rng.randrange(10**18, 2 * 10**18) for _ in range(n)], utc=True)
+        flows = pd.DataFrame({
+            "flow_id": rng.sample(range(1, 10 * n), n),
+            "server_ip": [rng.choice(ips) for _ in range(n)],
+            "server_port": [rng.choice([443, 3478, 8801, 53, 19302, 50000]) for _ in range(n)],
+            "service": [rng.choice(["zoom", "teams", "other", "webrtc", "méet"]) for _ in range(n)],
+            "protocols": [rng.choice(protocol_sets) for _ in range(n)],
+            "p2p": [rng.random() < 0.2 for _ in range(n)],
+            "key_exchange": [rng.choice(["tls", "none", "dtls-srtp", "sdes"]) for _ in range(n)],
+            "bytes_c2s": [rng.randrange(10**9) for _ in range(n)],
+            "bytes_s2c": [rng.randrange(10**9) for _ in range(n)],
+            "rtt_min_ms": [rng.choice([math.nan, math.nan, 1.5, 2.0, rng.random() * 50])
+                           for _ in range(n)],
+            "rtt_evidence": [rng.choice(["tls frames 1->2", "stun frames 3->4", "a,b \"c\""])
+                             for _ in range(n)],
+            "first_seen": times, "last_seen": times,
+        })
+        names = {ip: {(f"h{k}.example", rng.choice(["dns", "tls-sni"]))
+                      for k in range(rng.randrange(0, 3))} for ip in rng.sample(ips, len(ips) // 2)}
+        names["192.0.2.1"] = {("absent.example", "dns")}  # a name for a server with no flow
+        media = {fid: rng.random() for fid in rng.sample(list(flows["flow_id"]), n // 3)}
+        got = _servers("c.pcap", flows, names, media)
+        expected = _reference_servers("c.pcap", flows, names, media)
+        assert got.dtypes.equals(expected.dtypes)
+        assert got.equals(expected)
+        write_csv(got, tmp_path / "got.csv")
+        write_csv(expected, tmp_path / "expected.csv")
+        assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+
+
 # --- coverage, against its straightforward pandas form -------------------------------------
 
 
