@@ -2,6 +2,7 @@
 
     python -m bench.run CAPTURE [--runs 5] [--jobs N] [--out docs/benchmarks.md]
     python -m bench.run [CAPTURE] --memory-check [--big-capture PATH] [--big-size 10G]
+                        [--long-hours 12,60]
     python -m bench.run CAPTURE --formats [--runs 5] [--jobs N]
 
 Each tool runs once untimed (warm page cache), then the tools take turns, run by run
@@ -10,10 +11,11 @@ come from the child's own resource usage (os.wait4). Because confscope may fork 
 summed RSS of the child's process tree is also sampled from /proc every 50 ms.
 
 With --memory-check only the memory check runs: confscope once on a big capture (made on demand,
-deleted afterwards) and, for comparison, once on CAPTURE if given. With --formats, confscope
-alone, in turns, on CAPTURE and on the same packets as pcapng and as gzip-compressed pcap (made
-with CAPTURE's generator arguments, deleted afterwards). The timing, the memory check and the
-formats check each rewrite their own section of the output file.
+deleted afterwards) and, for comparison, once on CAPTURE if given; then once on each of the
+long captures of small packets (`bench.long_capture`, --long-hours, made and deleted likewise).
+With --formats, confscope alone, in turns, on CAPTURE and on the same packets as pcapng and as
+gzip-compressed pcap (made with CAPTURE's generator arguments, deleted afterwards). The timing,
+the memory check and the formats check each rewrite their own section of the output file.
 """
 
 from __future__ import annotations
@@ -380,12 +382,12 @@ def memory_row(run: MemoryRun) -> str:
                    f"| {fmt_mb(s.tree_rss)} |")
 
 
-def memory_verdict(runs: list[MemoryRun]) -> list[str]:
+def memory_verdict(runs: list[MemoryRun], which: str = "big capture") -> list[str]:
     big = runs[-1].sample
     if big is None:
         return []
     verdict = "below" if big.tree_rss < MEMORY_LIMIT else "ABOVE"
-    lines = [f"* Peak RSS (process tree) on the big capture: {fmt_mb(big.tree_rss)} MB, "
+    lines = [f"* Peak RSS (process tree) on the {which}: {fmt_mb(big.tree_rss)} MB, "
              f"{verdict} the 1 GiB target."]
     small = runs[0].sample
     if len(runs) > 1 and small is not None:
@@ -395,20 +397,35 @@ def memory_verdict(runs: list[MemoryRun]) -> list[str]:
     return lines
 
 
-def memory_section(runs: list[MemoryRun], generator: str, jobs: int) -> str:
+MEMORY_TABLE = ["| capture | packets | GiB | wall (s) | CPU user+sys (s) | peak RSS (MB) "
+                "| tree RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+
+def memory_section(runs: list[MemoryRun], generator: str, jobs: int,
+                   long_runs: list[MemoryRun] | None = None, long_generator: str = "") -> str:
     today = datetime.date.today().isoformat()
-    return "\n".join([
+    lines = [
         f"## Memory check ({today})", "",
         f"confscope, `--jobs {jobs}`, run once per capture. The big capture was made on demand "
-        f"with `{generator}` and is not kept.", "",
-        "| capture | packets | GiB | wall (s) | CPU user+sys (s) | peak RSS (MB) "
-        "| tree RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|",
+        f"with `{generator}` and is not kept.", "", *MEMORY_TABLE,
         *[memory_row(r) for r in runs], "", *memory_verdict(runs),
-    ])
+    ]
+    if long_runs:
+        lines += [
+            "", "### Long captures of small packets", "",
+            f"Hours of quiet flows, one 60-byte frame per flow a second: memory must not grow "
+            f"with a capture's duration or packet count either. Made on demand with "
+            f"`{long_generator}` and not kept.", "", *MEMORY_TABLE,
+            *[memory_row(r) for r in long_runs], "",
+            *memory_verdict(long_runs, "longest capture"),
+        ]
+    return "\n".join(lines)
 
 
-def memory_check(big: Path, size: str, jobs: int, keep: bool, reference: Path | None) -> str:
-    """confscope once on `reference` (if given) and on a big capture, made here if missing."""
+def memory_check(big: Path, size: str, jobs: int, keep: bool, reference: Path | None,
+                 long_hours: tuple[float, ...] = ()) -> str:
+    """confscope once on `reference` (if given) and on a big capture, made here if missing;
+    then on long captures of small packets of `long_hours` hours (the first is the reference)."""
     made = not big.exists()
     generator = f"python -m bench.make_capture {big} --size {size}"
     if made:
@@ -417,10 +434,26 @@ def memory_check(big: Path, size: str, jobs: int, keep: bool, reference: Path | 
                        cwd=ROOT, check=True)
     try:
         runs = [confscope_once(c, jobs) for c in (reference, big) if c is not None]
-        return memory_section(runs, generator, jobs)
     finally:
         if made and not keep:
             big.unlink(missing_ok=True)
+    long_runs = [long_capture_once(big.parent, hours, jobs, keep) for hours in long_hours]
+    long_generator = (f"python -m bench.long_capture {big.parent}/long-HOURSh.pcap --hours HOURS"
+                      if long_hours else "")
+    return memory_section(runs, generator, jobs, long_runs, long_generator)
+
+
+def long_capture_once(work: Path, hours: float, jobs: int, keep: bool) -> MemoryRun:
+    """confscope once on `bench.long_capture`'s capture of `hours` hours (made here)."""
+    capture = work / f"long-{hours:g}h.pcap"
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "bench.long_capture", str(capture), "--hours",
+                    f"{hours:g}"], cwd=ROOT, check=True, capture_output=True)
+    try:
+        return confscope_once(capture, jobs)
+    finally:
+        if not keep:
+            capture.unlink(missing_ok=True)
 
 
 # --- the formats check ---------------------------------------------------------------------
@@ -518,12 +551,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big-capture", type=Path, default=WORK / "capture-10G.pcap")
     parser.add_argument("--big-size", default="10G")
     parser.add_argument("--keep-big", action="store_true", help="keep a big capture made here")
+    parser.add_argument("--long-hours", default="12,60",
+                        help="the memory check's long captures of small packets, in hours "
+                             "(comma-separated, the first is the reference; '' for none)")
     parser.add_argument("--formats", action="store_true",
                         help="time confscope on CAPTURE as pcap, pcapng and gzip'd pcap")
     args = parser.parse_args(argv)
     if args.capture is None and (args.formats or not args.memory_check):
         parser.error("give a CAPTURE to time, or --memory-check")
     return args
+
+
+def long_hours(text: str) -> tuple[float, ...]:
+    try:
+        hours = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"--long-hours: not hours: {text!r}") from None
+    if any(h <= 0 for h in hours):
+        raise SystemExit("--long-hours: hours must be above 0")
+    return hours
 
 
 def compile_bytecode() -> None:
@@ -547,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           args.jobs))
     if args.memory_check:
         body = memory_check(args.big_capture, args.big_size, args.jobs, args.keep_big,
-                            args.capture)
+                            args.capture, long_hours(args.long_hours))
         write_section(args.out, "memory", body)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

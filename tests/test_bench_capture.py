@@ -363,6 +363,26 @@ def test_runner_writes_its_section(capture: tuple[Path, dict], tmp_path: Path) -
     assert f"{PACKETS:,} packets" in text and "cat " + str(capture[0]) in text
 
 
+def test_runner_memory_check_covers_big_and_long_captures(tmp_path: Path) -> None:
+    """The memory check makes its captures, runs confscope once on each, reports both shapes
+    (large packets; hours of small ones) and deletes what it made."""
+    out = tmp_path / "benchmarks.md"
+    subprocess.run([sys.executable, "-m", "bench.run", "--memory-check", "--big-capture",
+                    str(tmp_path / "big.pcap"), "--big-size", "4M", "--long-hours", "0.02,0.1",
+                    "--jobs", "1", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert text.count("<!-- memory:begin -->") == 1
+    assert "### Long captures of small packets" in text
+    rows = {line.split("`")[1]: [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| `")}
+    assert list(rows) == ["big.pcap", "long-0.02h.pcap", "long-0.1h.pcap"]
+    assert rows["long-0.02h.pcap"][0] == "21,600" and rows["long-0.1h.pcap"][0] == "108,000"
+    assert all(int(cells[-1].replace(",", "")) > 0 for cells in rows.values())  # tree RSS
+    assert "on the longest capture" in text and "Growth from the reference capture" in text
+    assert not list(tmp_path.glob("*.pcap"))
+
+
 def test_runner_times_the_formats(capture: tuple[Path, dict], tmp_path: Path) -> None:
     """--formats times confscope on the capture and on the same packets as pcapng and as gzip,
     reports the ratios, and keeps none of the captures it made."""
