@@ -17,13 +17,13 @@ ENCAP_ZOOM = 3
 
 
 def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
-               capture: CaptureFacts, attribution: list[tuple[Orientation, str, str]],
+               capture: CaptureFacts, attribution: list[tuple[Orientation, str, str, str]],
                server_names: list[str], per_flow_streams: dict[int, list[StreamState]]
                ) -> list[FlowView]:
     views = []
     layouts, srtcp, rtcp = media.zoom_layouts, media.srtcp_packets, media.rtcp_packets
     for i, flow in enumerate(flows.flows):
-        orientation, service, _ = attribution[i]
+        orientation, service, _, _ = attribution[i]
         server = 1 - orientation.client_side
         view = FlowView(
             flow_id=flow.flow_id, transport=flow.transport, service=service,

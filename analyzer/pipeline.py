@@ -196,6 +196,10 @@ def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[
         "flows": len(flows),
         "streams": len(tables["streams"]),
         "flows_by_service": {str(k): int(v) for k, v in flows["service"].value_counts().items()},
+        # of those, the flows attributed by their port number alone (a guess)
+        "flows_by_service_port_only": {
+            str(k): int(v) for k, v in
+            flows.loc[flows["service_basis"] == "port", "service"].value_counts().items()},
         "flows_with_decode_problems": int((flows["decode_problems"] != "").sum()),
     }
 

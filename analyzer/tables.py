@@ -30,7 +30,15 @@ from analyzer import assess, services
 from analyzer.decode.tls import version_name
 from analyzer.ecb import EcbResult
 from analyzer.encryption import Verdict
-from analyzer.facts import MAX_DAMAGE_NOTES, Evidence
+from analyzer.facts import (
+    ADDRESS_RANGE,
+    LEARNED,
+    MAX_DAMAGE_NOTES,
+    NAME,
+    PORT,
+    SIGNATURE,
+    Evidence,
+)
 from analyzer.findings import COVERAGE_COLUMNS
 from analyzer.flows import Flow
 from analyzer.geolocate import GEO_COLUMNS
@@ -69,6 +77,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "service": "zoom, teams, google-meet, webex, jitsi, whatsapp, signal, telegram, "
                    "discord, facetime, messenger, sip, webrtc or other",
         "service_evidence": "what decided the service, strongest evidence first",
+        "service_basis": "the strongest kind of evidence for the service: signature (protocol "
+                         "structure, certificate), name (SNI, DNS), address-range (the "
+                         "service's published ranges), learned (from a related flow: "
+                         "signalling, same server), port (the port number alone: a guess), "
+                         "protocols (webrtc: STUN and DTLS seen, no service evidence) or none",
         "protocols": "protocols seen on the flow, '+'-joined (e.g. stun+dtls+srtp)",
         "media": "media kinds carried (audio, video, screen, ...), '+'-joined",
         "server_name": "best name of the server (SNI, then DNS answer, then certificate)",
@@ -227,7 +240,7 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     }
 
 
-def _names_by_server(flows: FlowTable, attribution: list[tuple[services.Orientation, str, str]],
+def _names_by_server(flows: FlowTable, attribution: list[Attribution],
                      flow_names: list[Names]) -> dict[str, set[tuple[str, str]]]:
     """(name, source) pairs per server address, over its flows."""
     names: dict[str, set[tuple[str, str]]] = {}
@@ -244,7 +257,7 @@ def _names_by_server(flows: FlowTable, attribution: list[tuple[services.Orientat
 
 def _flow_rows(capture_name: str, flows: FlowTable, inspector: Inspector,
                media: MediaExtractor, capture: CaptureFacts,
-               attribution: list[tuple[services.Orientation, str, str]], flow_names: list[Names],
+               attribution: list[Attribution], flow_names: list[Names],
                per_flow_streams: dict[int, list[StreamState]]
                ) -> tuple[list[tuple[object, ...]], list[Verdict]]:
     """The flows table's rows, as tuples in `COLUMNS` order (a fifth of a dict's size), and
@@ -272,11 +285,12 @@ def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
 
 
 Names = services.ServerNames  # (name, source, frame) of a flow's server: `flow_names`
+Attribution = tuple[services.Orientation, str, str, str]  # service, its evidence and basis
 
 
 def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
                capture: CaptureFacts, per_flow_streams: dict[int, list[StreamState]]
-               ) -> tuple[list[tuple[services.Orientation, str, str]], list[Names]]:
+               ) -> tuple[list[Attribution], list[Names]]:
     """(orientation, service, evidence text) per flow, inheritance after direct evidence; and
     the names of each flow's server."""
     facts = inspector.facts
@@ -326,18 +340,23 @@ def _media_evidence(streams: list[StreamState]) -> list[Evidence]:
                      f"Zoom media encapsulation with RTP inside ({zoom_packets} packets)")]
 
 
+BASIS = {SIGNATURE: "signature", NAME: "name", ADDRESS_RANGE: "address-range",
+         LEARNED: "learned", PORT: "port"}  # evidence strength -> `service_basis`
+
+
 def _decide(orientation: services.Orientation, evidence: list[Evidence],
-            facts: FlowFacts) -> tuple[services.Orientation, str, str]:
+            facts: FlowFacts) -> Attribution:
     top = services.best(evidence)
     if top is None:
-        return orientation, services.fallback_service(facts), ""
-    return orientation, top.service, services.describe(evidence, top.service)
+        service = services.fallback_service(facts)
+        return orientation, service, "", "none" if service == "other" else "protocols"
+    return orientation, top.service, services.describe(evidence, top.service), BASIS[top.strength]
 
 
 def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
-              attribution: tuple[services.Orientation, str, str], media: MediaExtractor,
+              attribution: Attribution, media: MediaExtractor,
               streams: list[StreamState], names: Names) -> dict[str, object]:
-    orientation, service, evidence_text = attribution
+    orientation, service, evidence_text, basis = attribution
     c = orientation.client_side
     s = 1 - c
     name, name_source = _server_name(names)
@@ -351,7 +370,7 @@ def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
         "first_frame": flow.first_frame,
         "packets_c2s": flow.packets[c], "packets_s2c": flow.packets[s],
         "bytes_c2s": flow.bytes[c], "bytes_s2c": flow.bytes[s],
-        "service": service, "service_evidence": evidence_text,
+        "service": service, "service_evidence": evidence_text, "service_basis": basis,
         "protocols": "+".join(_protocols(flow, facts, media, streams)),
         "media": "+".join(sorted({k for st in streams for k in media.media_kind(st).split("+")
                                   if k})),

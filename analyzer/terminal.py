@@ -84,13 +84,16 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
 
 
 def _service_table(analysis: Analysis) -> Table:
-    table = Table(title="Flows by service", title_justify="left")
-    for column in ("service", "flows", "bytes", "servers (names)"):
+    table = Table(title="Flows by service", title_justify="left",
+                  caption="by port only: attributed by the port number alone, a guess",
+                  caption_justify="left")
+    for column in ("service", "flows", "by port only", "bytes", "servers (names)"):
         table.add_column(column)
     flows = analysis.flows
     for service, group in flows.groupby("service"):
         names = sorted({n for n in group["server_name"] if n})[:3]
-        table.add_row(shown(str(service)), str(len(group)),
+        guessed = int((group["service_basis"] == "port").sum())
+        table.add_row(shown(str(service)), str(len(group)), str(guessed) if guessed else "",
                       f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
                       shown(", ".join(names)))
     return table

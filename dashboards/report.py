@@ -381,7 +381,7 @@ def flow_row(row: Mapping[str, Any]) -> dict[str, str]:
     keys = fmt.text(row.get("key_exchange"))
     return {
         "capture": cell(row.get("capture")), "flow": cell(row.get("flow_id"), "num"),
-        "path": html_cell(path, "mono nowrap"), "service": cell(row.get("service")),
+        "path": html_cell(path, "mono nowrap"), "service": html_cell(service_html(row)),
         "name": html_cell(esc(name) + (f'<br><span class="muted">{esc(source)}</span>'
                                        if source else "")),
         "protocols": cell(" ".join(p for p in (fmt.text(row.get("protocols")),
@@ -393,6 +393,15 @@ def flow_row(row: Mapping[str, Any]) -> dict[str, str]:
                           f'{esc(row.get("protection"))}</span>' if keys else ""),
         "bytes": cell(fmt.human_bytes(total), "num"), "frame": cell(row.get("first_frame"), "num"),
     }
+
+
+def service_html(row: Mapping[str, Any]) -> str:
+    """The flow's service, marked as a guess when only its port number names it."""
+    service = esc(row.get("service"))
+    if row.get("service_basis") != "port":
+        return service
+    return (f'{service}<br><span class="muted" title="{esc(row.get("service_evidence"))}">'
+            "port guess</span>")
 
 
 def streams_table(streams: pd.DataFrame, many: bool) -> str:
