@@ -79,8 +79,11 @@ def confscope_argv(capture: Path, out: Path, jobs: int) -> list[str]:
             str(jobs)]
 
 
+NO_HASH = "confscope --no-hash"  # the same analysis, without the SHA-256 for summary.json
+
 TOOLS = (
     Tool("confscope", confscope_argv),
+    Tool(NO_HASH, lambda c, o, j: [*confscope_argv(c, o, j), "--no-hash"]),
     Tool("ndpiReader", lambda c, _o, _j: ["ndpiReader", "-q", "-i", str(c)]),
     Tool("tshark", lambda c, _o, _j: ["tshark", "-q", "-r", str(c), "--enable-heuristic",
                                        "rtp_udp", "-z", "rtp,streams"]),
@@ -289,6 +292,9 @@ def ratio_lines(results: list[Result]) -> list[str]:
         if peer in by_name:
             ratio = by_name[peer].median("wall_s") / ours.median("wall_s")
             lines.append(f"* {peer} / confscope wall time: **{ratio:.2f}x** ({target})")
+            if NO_HASH in by_name:
+                bare = by_name[peer].median("wall_s") / by_name[NO_HASH].median("wall_s")
+                lines.append(f"  * without the capture's SHA-256 (`{NO_HASH}`): {bare:.2f}x")
     rss = ours.median("tree_rss")
     verdict = "below" if rss < MEMORY_LIMIT else "ABOVE"
     lines.append(f"* confscope peak RSS (process tree): {fmt_mb(rss)} MB, {verdict} the 1 GiB "
@@ -301,8 +307,8 @@ def command_lines(capture: Path, jobs: int, runs: int) -> list[str]:
              f"{generator_args(capture)}",
              f"python -m bench.run {shlex.quote(str(capture))} --runs {runs} --jobs {jobs}",
              "# each timed command (OUTDIR: a fresh temporary folder per run):"]
-    lines += [shlex.join(t.command(capture, jobs)) + (" > /dev/null" if t.name != "confscope"
-                                                       else "") for t in TOOLS]
+    lines += [shlex.join(t.command(capture, jobs))
+              + ("" if t.name.startswith("confscope") else " > /dev/null") for t in TOOLS]
     return [*lines, "```"]
 
 

@@ -363,6 +363,21 @@ def test_runner_writes_its_section(capture: tuple[Path, dict], tmp_path: Path) -
     assert f"{PACKETS:,} packets" in text and "cat " + str(capture[0]) in text
 
 
+def test_runner_times_confscope_with_and_without_the_hash(capture: tuple[Path, dict],
+                                                          tmp_path: Path) -> None:
+    """The default command (hashing the capture) is the headline; the same analysis without
+    the hash has its own row and ratio."""
+    out = tmp_path / "benchmarks.md"
+    subprocess.run([sys.executable, "-m", "bench.run", str(capture[0]), "--runs", "1",
+                    "--tools", "confscope,confscope --no-hash,cat", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    text = out.read_text()
+    rows = [line.split("|")[1].strip() for line in text.splitlines()
+            if line.startswith("| confscope")]
+    assert rows == ["confscope", "confscope --no-hash"]
+    assert "--no-report --jobs" in text and "--no-hash\n" in text
+
+
 def test_runner_memory_check_covers_big_and_long_captures(tmp_path: Path) -> None:
     """The memory check makes its captures, runs confscope once on each, reports both shapes
     (large packets; hours of small ones) and deletes what it made."""
