@@ -371,12 +371,12 @@ def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
         "packets_c2s": flow.packets[c], "packets_s2c": flow.packets[s],
         "bytes_c2s": flow.bytes[c], "bytes_s2c": flow.bytes[s],
         "service": service, "service_evidence": evidence_text, "service_basis": basis,
-        "protocols": "+".join(_protocols(flow, facts, media, streams)),
+        "protocols": _protocols(flow, facts, media, streams),
         "media": "+".join(sorted({k for st in streams for k in media.media_kind(st).split("+")
-                                  if k})),
+                                  if k})) if streams else "",
         "server_name": name, "server_name_source": name_source,
         "tls_version": _tls_version(facts),
-        "rtt_min_ms": min((r.rtt_ms for r in facts.rtt), default=math.nan),
+        "rtt_min_ms": min(r.rtt_ms for r in facts.rtt) if facts.rtt else math.nan,
         "rtt_evidence": _rtt_evidence(facts),
         "decode_problems": _decode_problems(facts),
     }
@@ -415,7 +415,7 @@ def _tls_version(facts: FlowFacts) -> str:
 
 
 def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
-               streams: list[StreamState]) -> list[str]:
+               streams: list[StreamState]) -> str:
     found = set(facts.protocols)
     index = flow.flow_id - 1
     rtcp = any(media.rtcp_packets.get((index, d)) for d in (0, 1))
@@ -428,7 +428,14 @@ def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
             found.add("srtcp" if secure else "rtcp")
     if flow.transport == "tcp" and not found:
         found.add("tcp")
-    return [p for p in PROTOCOL_ORDER if p in found] + sorted(found - set(PROTOCOL_ORDER))
+    return _protocol_text(frozenset(found))
+
+
+@functools.lru_cache(maxsize=1 << 12)  # (few distinct sets, many flows)
+def _protocol_text(found: frozenset[str]) -> str:
+    """The protocols '+'-joined: those of PROTOCOL_ORDER in its order, then the rest sorted."""
+    return "+".join([p for p in PROTOCOL_ORDER if p in found]
+                    + sorted(found.difference(PROTOCOL_ORDER)))
 
 
 def _srtp_evidence(facts: FlowFacts, media: MediaExtractor, streams: list[StreamState]) -> bool:
