@@ -566,10 +566,22 @@ def _servers(capture_name: str, flows: pd.DataFrame, names: dict[str, set[tuple[
             ("ports", _joined(server, data["server_port"].to_numpy(dtype=np.int64), count)),
             ("rtt_evidence", _fastest_evidence(server, data, count)),
             ("roles", _roles(server, data, count)), ("names", _name_texts(out.index, names))):
-        out[column] = pd.array(texts, dtype="str")
+        out[column] = _as_text_column(texts)
     out = out.reset_index().rename(columns={"server_ip": "ip"})
     out["capture"] = capture_name
     return out[list(SERVER_BASE_COLUMNS)]
+
+
+_INFERRED_TEXT = pd.Series(["text"]).dtype  # what pandas makes of a list of str
+
+
+def _as_text_column(texts: pa.Array | np.ndarray) -> pd.api.extensions.ExtensionArray | list[str]:
+    """Text as pandas would have inferred it from a list of str: Arrow-backed `str` (pandas 3,
+    taken without a copy) or object (pandas 2)."""
+    if isinstance(_INFERRED_TEXT, pd.StringDtype) and _INFERRED_TEXT.storage == "pyarrow":
+        arrow = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
+        return pd.array(arrow, dtype=_INFERRED_TEXT)
+    return texts.to_pylist() if isinstance(texts, pa.Array) else texts.tolist()
 
 
 def _joined(server: np.ndarray, values: np.ndarray, count: int) -> pa.Array:
