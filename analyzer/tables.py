@@ -291,8 +291,8 @@ Attribution = tuple[services.Orientation, str, str, str]  # service, its evidenc
 def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
                capture: CaptureFacts, per_flow_streams: dict[int, list[StreamState]]
                ) -> tuple[list[Attribution], list[Names]]:
-    """(orientation, service, evidence text) per flow, inheritance after direct evidence; and
-    the names of each flow's server."""
+    """(orientation, service, evidence text, basis) per flow, inheritance after direct
+    evidence; and the names of each flow's server."""
     facts = inspector.facts
     orientation = [services.orient(f, facts[i], capture) for i, f in enumerate(flows.flows)]
     by_address = services.AddressNames(capture)
