@@ -708,7 +708,7 @@ def utc_text(times: pd.Series) -> pa.Array | None:
     codes, distinct = pd.factorize(times.dt.tz_localize(None).to_numpy())
     stamps = np.asarray(distinct)
     if stamps.size == 0:
-        return pa.array(np.full(codes.size, ""), pa.large_string())
+        return pa.array([""] * codes.size, pa.large_string())
     years = stamps.astype("datetime64[Y]").astype(np.int64) + 1970
     if years.min() < 1000 or years.max() > 9999:
         return None
