@@ -191,12 +191,33 @@ def timeline_series(timeline: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame
     needed = {"capture", "flow_id", "second", "bytes"}
     if timeline.empty or not needed <= set(timeline.columns):
         return pd.DataFrame()
-    merged = timeline.merge(flow_labels(flows), on=["capture", "flow_id"], how="left")
+    merged = timeline.merge(_flow_verdicts(flows), on=["capture", "flow_id"], how="left")
     merged["verdict"] = merged["verdict"].fillna("unknown")
-    merged["label"] = merged["label"].fillna("flow " + merged["flow_id"].astype(str))
-    parts = [_capture_series(capture, group) for capture, group in
+    parts = [_capture_series(capture, _labelled(group, flows)) for capture, group in
              merged.groupby("capture", sort=False)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _flow_verdicts(flows: pd.DataFrame) -> pd.DataFrame:
+    """capture, flow_id and verdict of each flow."""
+    if flows.empty:
+        return pd.DataFrame(columns=["capture", "flow_id", "verdict"])
+    frame = flows.reindex(columns=["capture", "flow_id", "encryption"])
+    return pd.DataFrame({"capture": frame["capture"], "flow_id": frame["flow_id"],
+                         "verdict": frame["encryption"].where(
+                             frame["encryption"].isin(VERDICTS), "unknown")})
+
+
+def _labelled(rows: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
+    """One capture's timeline rows with their flows' labels: made for the flows drawn on
+    their own (a busy capture has hundreds of thousands of flows, a panel shows a few)."""
+    drawn = rows["flow_id"].isin(_top_flows(rows))
+    capture = rows["capture"].iloc[0]
+    wanted = flows[(flows["capture"] == capture)
+                   & flows["flow_id"].isin(rows.loc[drawn, "flow_id"].unique())]
+    names = flow_labels(wanted).drop_duplicates("flow_id").set_index("flow_id")["label"]
+    label = rows["flow_id"].map(names).where(drawn, "")
+    return rows.assign(label=label.fillna("flow " + rows["flow_id"].astype(str)))
 
 
 def _capture_series(capture: object, rows: pd.DataFrame) -> pd.DataFrame:
@@ -219,10 +240,14 @@ def _capture_series(capture: object, rows: pd.DataFrame) -> pd.DataFrame:
     return series
 
 
-def _series_keys(rows: pd.DataFrame) -> pd.Series:
+def _top_flows(rows: pd.DataFrame) -> set[object]:
+    """The capture's flows drawn on their own: the MAX_FLOWS_PER_CAPTURE with most bytes."""
     totals = rows.groupby("flow_id")["bytes"].sum().sort_values(ascending=False)
-    top = set(totals.index[:MAX_FLOWS_PER_CAPTURE])
-    keep = rows["flow_id"].isin(top)
+    return set(totals.index[:MAX_FLOWS_PER_CAPTURE])
+
+
+def _series_keys(rows: pd.DataFrame) -> pd.Series:
+    keep = rows["flow_id"].isin(_top_flows(rows))
     keys = "flow-" + rows["flow_id"].astype(str)
     return keys.where(keep, "rest-" + rows["verdict"].astype(str))
 

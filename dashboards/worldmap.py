@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from dashboards import fmt, geo
 from dashboards.charts import base_layout, safe
+from dashboards.inputs import records
 from dashboards.style import (
     COUNTRY_COLOUR,
     FLAGGED_COLOUR,
@@ -141,7 +142,7 @@ class MapResult:
 
 
 def map_figure(servers: pd.DataFrame, summary: Mapping[str, Any]) -> MapResult:
-    places = [place(row) for row in servers.to_dict("records")] if len(servers) else []
+    places = [place(row) for row in records(servers)] if len(servers) else []
     flagged_codes = flagged_countries(places, summary.get("flag_countries") or ())
     drawn = [p for p in places if not p.special and math.isfinite(p.lat)]
     figure = go.Figure(go.Scattergeo(lat=[], lon=[], showlegend=False, hoverinfo="skip"))

@@ -633,3 +633,31 @@ def test_export_figures_says_why_without_kaleido(citizenlab: Path,
 def test_export_figures_rejects_unknown_formats(citizenlab: Path) -> None:
     with pytest.raises(ConfscopeError, match="formats"):
         export_figures(citizenlab, ("gif",))
+
+
+def test_records_are_what_to_dict_gives() -> None:
+    """The map reads the servers table's rows column by column: the same values, of the same
+    types, as `DataFrame.to_dict("records")`, for every kind of column the tables have."""
+    from dashboards.inputs import records
+
+    frame = pd.DataFrame({
+        "text": pd.Series(["a", None, "ü,\"x\""], dtype="str"),
+        "count": [1, 2, 3], "real": [0.5, float("nan"), -0.0], "flag": [True, False, True],
+        "maybe": pd.array([1, None, 3], dtype="Int64"),
+        "flag_or_na": pd.array([True, None, False], dtype="boolean"),
+        "real_or_na": pd.array([1.5, None, 2.0], dtype="Float64"),
+        "when": pd.to_datetime([0, None, 10**9], unit="ns", utc=True),
+        "mixed": ["x", 7, None],
+    })
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, float) and a != a:
+            return isinstance(b, float) and b != b
+        return type(a) is type(b) and (a is b or a == b)
+
+    expected = frame.to_dict("records")
+    got = records(frame)
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert list(mine) == list(theirs)
+        assert all(same(mine[k], theirs[k]) for k in theirs), (mine, theirs)
