@@ -155,7 +155,7 @@ def _what_flows(flows: pd.DataFrame, verdict: str) -> str:
         return ""
     chosen = flows[flows["encryption"] == verdict]
     details = chosen.get("encryption_detail", pd.Series(dtype=object)).fillna("").astype(str)
-    kinds = sorted({d.split(":")[0].strip() for d in details if d.strip()})[:4]
+    kinds = sorted({d.split(":")[0].strip() for d in details.unique() if d.strip()})[:4]
     count = fmt.plural(len(chosen), "flow")
     return f": {'; '.join(kinds)} ({count})" if kinds else f" ({count})"
 
@@ -165,9 +165,12 @@ def methods_items(flows: pd.DataFrame) -> list[str]:
     needed = {"encryption", "encryption_detail", "service", "bytes_c2s", "bytes_s2c"}
     if flows.empty or not needed <= set(flows.columns):
         return []
+    details = flows["encryption_detail"].fillna("").astype(str)
+    distinct = pd.Series(details.unique())  # (a busy capture's details repeat: edit each once)
+    edited = dict(zip(distinct, distinct.str.replace(FRAME_EVIDENCE, "", regex=True),
+                      strict=True))
     frame = flows.assign(total=flows["bytes_c2s"] + flows["bytes_s2c"],
-                         encryption_detail=flows["encryption_detail"].fillna("").astype(str)
-                         .str.replace(FRAME_EVIDENCE, "", regex=True))
+                         encryption_detail=details.map(edited))
     groups = frame.groupby(["service", "encryption", "encryption_detail"], dropna=False).agg(
         total=("total", "sum"), count=("flow_id", "size")).sort_values("total", ascending=False)
     items = []
@@ -194,7 +197,9 @@ def keys_sentence(streams: pd.DataFrame) -> str:
 def server_items(servers: pd.DataFrame, roles: tuple[str, ...], label: str) -> str:
     if servers.empty or "roles" not in servers.columns:
         return ""
-    mask = servers["roles"].fillna("").map(lambda r: bool(set(str(r).split("+")) & set(roles)))
+    texts = servers["roles"].fillna("")
+    wanted = {r: bool(set(str(r).split("+")) & set(roles)) for r in texts.unique()}
+    mask = texts.map(wanted).astype(bool)
     chosen = servers[mask].sort_values("bytes", ascending=False)
     if chosen.empty:
         return ""
