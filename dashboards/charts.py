@@ -212,11 +212,12 @@ def _labelled(rows: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
     """One capture's timeline rows with their flows' labels: made for the flows drawn on
     their own (a busy capture has hundreds of thousands of flows, a panel shows a few)."""
     drawn = rows["flow_id"].isin(_top_flows(rows))
-    capture = rows["capture"].iloc[0]
-    wanted = flows[(flows["capture"] == capture)
-                   & flows["flow_id"].isin(rows.loc[drawn, "flow_id"].unique())]
+    wanted = flows.head(0)  # (no flows table, or one without these columns: no labels)
+    if {"capture", "flow_id"} <= set(flows.columns):
+        wanted = flows[(flows["capture"] == rows["capture"].iloc[0])
+                       & flows["flow_id"].isin(rows.loc[drawn, "flow_id"].unique())]
     names = flow_labels(wanted).drop_duplicates("flow_id").set_index("flow_id")["label"]
-    label = rows["flow_id"].map(names).where(drawn, "")
+    label = rows["flow_id"].map(names).astype(object).where(drawn, "")
     return rows.assign(label=label.fillna("flow " + rows["flow_id"].astype(str)))
 
 

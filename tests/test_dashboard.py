@@ -306,6 +306,17 @@ def test_timeline_series_sums_per_bin() -> None:
     assert set(series.loc[series["key"] == "flow-2", "verdict"]) == {"cleartext"}
 
 
+def test_timeline_without_a_flows_table_labels_flows_by_number() -> None:
+    """An output folder whose flows table is missing (read as an empty frame) still draws its
+    timeline: each flow is named by its number, its verdict unknown."""
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    timeline = pd.DataFrame({"capture": "c", "flow_id": [1, 2], "packets": 1,
+                             "second": [start, start], "bytes": [100, 200]})
+    series = timeline_series(timeline, pd.DataFrame())
+    assert set(series["label"]) == {"flow 1", "flow 2"}
+    assert set(series["verdict"]) == {"unknown"}
+
+
 def test_wide_table_bins_are_drawn_in_multiples_of_them() -> None:
     """A long capture's timeline in 60-second bins (analyzer/timeline.py widens them): a short
     span would be drawn in 1-second bins, but each drawn bin must hold whole table bins, and
