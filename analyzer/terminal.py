@@ -84,18 +84,23 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
 
 
 def _service_table(analysis: Analysis) -> Table:
-    table = Table(title="Flows by service", title_justify="left",
-                  caption="by port only: attributed by the port number alone, a guess",
-                  caption_justify="left")
-    for column in ("service", "flows", "by port only", "bytes", "servers (names)"):
-        table.add_column(column)
     flows = analysis.flows
+    guessed = flows["service_basis"] == "port"
+    table = Table(title="Flows by service", title_justify="left", caption_justify="left",
+                  caption="by port only: attributed by the port number alone, a guess"
+                  if guessed.any() else None)
+    columns = ("service", "flows", "by port only", "bytes", "servers (names)")
+    for column in columns if guessed.any() else columns[:2] + columns[3:]:
+        table.add_column(column)
     for service, group in flows.groupby("service"):
         names = sorted({n for n in group["server_name"] if n})[:3]
-        guessed = int((group["service_basis"] == "port").sum())
-        table.add_row(shown(str(service)), str(len(group)), str(guessed) if guessed else "",
-                      f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
-                      shown(", ".join(names)))
+        count = int(guessed[group.index].sum())
+        cells = [shown(str(service)), str(len(group)),
+                 f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
+                 shown(", ".join(names))]
+        if guessed.any():
+            cells.insert(2, str(count) if count else "")
+        table.add_row(*cells)
     return table
 
 

@@ -89,3 +89,13 @@ def test_the_report_marks_port_guesses(tmp_path: Path) -> None:
     page = build_report(tmp_path / "out").read_text()
     assert page.count(">port guess<") == 2  # zoom's and teams' flows
     assert 'title="UDP 8801-8810 (Zoom media ports)"' in page
+
+
+def test_the_terminal_shows_the_column_only_when_a_service_is_guessed(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "analyzer.cli", "analyze",
+                          str(ROOT / "captures" / "zoom_meeting.pcap"), "-o",
+                          str(tmp_path / "out"), "--no-report", "--no-hash"],
+                         capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+    assert "Flows by service" in run.stdout
+    assert "by port only" not in run.stdout
