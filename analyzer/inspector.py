@@ -66,12 +66,11 @@ class Inspector:
     # ------------------------------------------------------------------ selection (vectorized)
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
-                udp_kind: np.ndarray | None = None) -> None:
+                udp_kind: np.ndarray) -> None:
         """The batch's packets that the slow path reads, one by one. `udp_kind`: the batch's
-        `udp_kinds_of`, when another thread made it already."""
+        `udp_kinds_of` (made by the read-ahead stage)."""
         self.grow()
-        rows, kinds = self._select(cols, assign, udp_kinds_of(batch, cols, assign)
-                                   if udp_kind is None else udp_kind)
+        rows, kinds = self._select(cols, assign, udp_kind)
         # the selected rows' fields as Python values, read once (not a numpy scalar at a time)
         fields = zip(rows.tolist(), kinds.tolist(), assign.flow_index[rows].tolist(),
                      assign.direction[rows].tolist(), cols.frame[rows].tolist(),

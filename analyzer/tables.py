@@ -576,8 +576,8 @@ _INFERRED_TEXT = pd.Series(["text"]).dtype  # what pandas makes of a list of str
 
 
 def _as_text_column(texts: pa.Array | np.ndarray) -> pd.api.extensions.ExtensionArray | list[str]:
-    """Text as pandas would have inferred it from a list of str: Arrow-backed `str` (pandas 3,
-    taken without a copy) or object (pandas 2)."""
+    """Text as pandas would have inferred it from a list of str: Arrow-backed `str` (taken
+    without a copy), or object when pandas' string inference is switched off."""
     if isinstance(_INFERRED_TEXT, pd.StringDtype) and _INFERRED_TEXT.storage == "pyarrow":
         arrow = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
         return pd.array(arrow, dtype=_INFERRED_TEXT)
@@ -856,7 +856,7 @@ _TEXT_ARRAY = {"": pa.array([""], pa.large_string())}
 def _float_cells(values: np.ndarray) -> pa.Array:
     """Floats as Python's repr (numpy's text), each distinct value formatted once (told apart
     by their bits: -0.0 is not 0.0)."""
-    codes, distinct = pd.factorize(values.astype(np.float64).view(np.int64))
+    codes, distinct = pd.factorize(values.view(np.int64))  # (float64: `_csv_cells` checks)
     texts = np.asarray(distinct).view(np.float64).astype(str)
     return pc.take(pa.array(texts.tolist(), pa.large_string()), pa.array(codes))
 
