@@ -242,7 +242,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -> int:
     gc.disable()  # the imports make objects that live until exit: collecting them is waste
     try:
-        from analyzer.pipeline import analyze
+        from analyzer.pipeline import analyze, collector_paused
         from analyzer.tables import write_outputs
     finally:
         gc.freeze()  # and spare the collector from walking them later
@@ -261,11 +261,12 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         analysis = analyze(args.captures, settings, hashes=hashes)
     # the hashes finish while the tables are written
     collect = functools.partial(analysis.collect_hashes, hashes) if hashes is not None else None
-    write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
-    if not args.no_report:
-        from dashboards.report import build_report
+    with collector_paused():
+        write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
+        if not args.no_report:
+            from dashboards.report import build_report
 
-        build_report(args.output)
+            build_report(args.output)
     if args.export_figures:
         from dashboards.figures import export_figures
 

@@ -440,9 +440,14 @@ class _RegistrySource:
 
     def __init__(self) -> None:
         self.info = registry_info()
+        self._answers: dict[str | None, _Answer] = {}  # one per country: few, asked for often
 
     def lookup(self, ip: str) -> _Answer:
-        return _Answer(country=iptocc.country_code(ip) or None)
+        country = iptocc.country_code(ip) or None
+        answer = self._answers.get(country)
+        if answer is None:
+            answer = self._answers[country] = _Answer(country=country)
+        return answer
 
     def close(self) -> None:
         return None

@@ -85,13 +85,12 @@ def geolocate(tables: dict[str, pd.DataFrame], settings: GeoSettings
     databases = [Path(p) for p in settings.databases]
     with GeoResolver(databases, settings.search_default_dirs) as resolver:
         vantages: dict[str, Vantage] = {}
-        rows = []
+        rows = _GeoRows()
         for capture, servers in tables["servers"].groupby("capture", sort=False):
             clients = tables["flows"].loc[tables["flows"]["capture"] == capture, "client_ip"]
             vantage = vantages[str(capture)] = vantage_for(settings, resolver, list(clients))
-            rows += _geo_rows(resolver, vantage, servers, settings.flag_countries)
-        geo = pd.DataFrame(rows, columns=list(GEO_COLUMNS), index=tables["servers"].index)
-        servers = pd.concat([tables["servers"], geo], axis=1)
+            rows.add(resolver, vantage, servers, settings.flag_countries)
+        servers = pd.concat([tables["servers"], rows.frame(tables["servers"].index)], axis=1)
         return servers, provenance(resolver), {c: _vantage_dict(v) for c, v in vantages.items()}
 
 
@@ -100,23 +99,43 @@ def _vantage_dict(v: Vantage) -> dict[str, object]:
             "source": v.source or "unknown: no --vantage given and no public client address"}
 
 
-def _geo_rows(resolver: GeoResolver, vantage: Vantage, servers: pd.DataFrame,
-              flags: tuple[str, ...]) -> list[dict[str, object]]:
-    """The geo columns of each server. They depend on the server's address only through its
-    location, and all but the hostname hints not on its names: servers with the same answers
-    and RTT share those (a capture with a hundred thousand servers has far fewer)."""
-    shared: dict[tuple[Location, float | None], dict[str, object]] = {}
-    out = []
-    for ip, rtt, names in zip(servers["ip"].tolist(), servers["rtt_min_ms"].tolist(),
-                              servers["names"].tolist(), strict=True):
-        rtt_ms = None if math.isnan(rtt) else float(rtt)  # (NaN is no key: it equals nothing)
-        location = resolver.anonymous(str(ip))
-        row = shared.get((location, rtt_ms))
-        if row is None:
-            row = shared[(location, rtt_ms)] = _geo_row(vantage, location, rtt_ms, flags)
-        hints = _hints_text(vantage, location, rtt_ms, str(names))
-        out.append({**row, "hostname_hints": hints} if hints else row)
-    return out
+class _GeoRows:
+    """The geo columns of servers, capture after capture. They depend on a server's address
+    only through its location, and all but the hostname hints not on its names: servers with
+    the same answers and RTT share one row (a capture with a hundred thousand servers has far
+    fewer), taken once per server when the frame is made."""
+
+    def __init__(self) -> None:
+        self.distinct: list[dict[str, object]] = []
+        self.which: list[int] = []  # per server: its row in `distinct`
+        self.hints: list[str] = []  # per server
+
+    def add(self, resolver: GeoResolver, vantage: Vantage, servers: pd.DataFrame,
+            flags: tuple[str, ...]) -> None:
+        # (by the Location's id: `anonymous` gives equal answers one object, and hashing a
+        # Location costs more than the rest; the vantage is the capture's)
+        shared: dict[tuple[int, float | None], int] = {}
+        for ip, rtt, names in zip(servers["ip"].tolist(), servers["rtt_min_ms"].tolist(),
+                                  servers["names"].tolist(), strict=True):
+            rtt_ms = None if math.isnan(rtt) else float(rtt)  # (NaN is no key: it equals nothing)
+            location = resolver.anonymous(str(ip))
+            at = shared.get((id(location), rtt_ms))
+            if at is None:
+                at = shared[(id(location), rtt_ms)] = len(self.distinct)
+                self.distinct.append(_geo_row(vantage, location, rtt_ms, flags))
+            self.which.append(at)
+            no_names = isinstance(names, str) and not names  # (most servers: no hints to find)
+            self.hints.append("" if no_names else _hints_text(vantage, location, rtt_ms,
+                                                                str(names)))
+
+    def frame(self, index: pd.Index) -> pd.DataFrame:
+        """The columns, in `index` order (the servers', as added); dtypes as the rows' values
+        give them (the distinct rows hold every value there is)."""
+        geo = pd.DataFrame(self.distinct, columns=list(GEO_COLUMNS)).take(self.which)
+        geo.index = index
+        geo["hostname_hints"] = pd.Series(self.hints, index=index, dtype=object).astype(
+            geo["hostname_hints"].dtype)
+        return geo
 
 
 def _geo_row(vantage: Vantage, location: Location, rtt_ms: float | None,

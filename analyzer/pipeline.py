@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -166,8 +168,9 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
         if pool is not None:
             pool.close()
     name = capture_name(Path(path))
-    tables = build_tables(name, flows, inspector, media, capture)
-    tables["timeline"] = timeline.table(name)
+    with collector_paused():
+        tables = build_tables(name, flows, inspector, media, capture)
+        tables["timeline"] = timeline.table(name)
     size = reader.stream_bytes if reader.from_pipe else Path(path).stat().st_size
     digest = reader.stream_sha256()
     result = CaptureResult(reader.info, digest, size, tables, {})
@@ -181,6 +184,21 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     result.counts["flows_with_unconfirmed_rtp"] = media.unconfirmed.flows
     result.counts["unconfirmed_rtp_packets"] = media.unconfirmed.packets
     return result
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for a while. For the steps after the batch loop: they make
+    a few objects per flow, which live until the step ends, and few reference cycles, which
+    the collector frees when it is back on. Collecting meanwhile would only walk the live ones
+    (about a second on a capture of 200,000 flows)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _media_pool(path: Path, workers: int, flows: FlowTable, capture: CaptureFacts) -> MediaPool:
@@ -240,6 +258,11 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
 
 
 def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
+    with collector_paused():
+        return _combine(results, settings)
+
+
+def _combine(results: list[CaptureResult], settings: Settings) -> Analysis:
     names = results[0].tables.keys() if results else ()
     tables = {  # (one capture's tables as they are: a copy would double the peak)
         name: pd.concat([r.tables[name] for r in results], ignore_index=True)

@@ -270,3 +270,25 @@ def test_check_keeps_its_verdict_status_when_stdout_is_closed() -> None:
     holds = run_into_closed_pipe("check", sample, "--allow-country", "US,CA,CN")
     assert (broken.returncode, broken.stderr) == (1, "")
     assert (holds.returncode, holds.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("was_on", [True, False])
+def test_an_analysis_gives_the_cycle_collector_back_as_it_found_it(capture: Path,
+                                                                   was_on: bool) -> None:
+    """The steps after the batch loop pause the collector (`collector_paused`): a library
+    caller gets it back on, or still off, also when a step fails."""
+    import gc
+
+    from analyzer.pipeline import analyze, collector_paused
+
+    (gc.enable if was_on else gc.disable)()
+    try:
+        analysis = analyze([capture])
+        assert gc.isenabled() is was_on
+        with pytest.raises(ZeroDivisionError), collector_paused():
+            assert not gc.isenabled()
+            _ = 1 / 0
+        assert gc.isenabled() is was_on
+    finally:
+        gc.enable()
+    assert len(analysis.streams) == 1
