@@ -153,10 +153,12 @@ def _verdict_clause(verdict: str, totals: pd.DataFrame, flows: pd.DataFrame,
 def _what_flows(flows: pd.DataFrame, verdict: str) -> str:
     if flows.empty or "encryption" not in flows.columns:
         return ""
-    chosen = flows[flows["encryption"] == verdict]
-    details = chosen.get("encryption_detail", pd.Series(dtype=object)).fillna("").astype(str)
+    chosen = flows["encryption"] == verdict  # (a mask: copying the chosen rows' 40 columns
+    details = (flows.loc[chosen, "encryption_detail"]  # took a third of a big report's time)
+               if "encryption_detail" in flows.columns else pd.Series(dtype=object))
+    details = details.fillna("").astype(str)
     kinds = sorted({d.split(":")[0].strip() for d in details.unique() if d.strip()})[:4]
-    count = fmt.plural(len(chosen), "flow")
+    count = fmt.plural(int(chosen.sum()), "flow")
     return f": {'; '.join(kinds)} ({count})" if kinds else f" ({count})"
 
 

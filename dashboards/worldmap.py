@@ -10,6 +10,7 @@ plotly.js in the page, so that drawing the map fetches nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ GEO_LAYOUT = {
 
 
 def primary_role(roles: object) -> str:
-    present = set(fmt.text(roles).split("+"))
+    return _primary_role(fmt.text(roles))
+
+
+@functools.lru_cache(maxsize=1 << 10)  # (a few distinct role sets, many servers)
+def _primary_role(roles: str) -> str:
+    present = set(roles.split("+"))
     return next((role for role in ROLES if role in present), "other")
 
 
@@ -141,8 +147,15 @@ class MapResult:
     placed: int = 0
 
 
+# the servers table's columns the map reads (its rows are made of these alone)
+MAP_COLUMNS = ("capture", "ip", "names", "roles", "country", "country_source", "special_address",
+               "region", "city", "latitude", "longitude", "coordinates_source", "asn",
+               "organisation", "rtt_min_ms", "plausibility", "flagged", "flag_reason")
+
+
 def map_figure(servers: pd.DataFrame, summary: Mapping[str, Any]) -> MapResult:
-    places = [place(row) for row in records(servers)] if len(servers) else []
+    read = servers[[c for c in MAP_COLUMNS if c in servers.columns]]
+    places = [place(row) for row in records(read)] if len(servers) else []
     flagged_codes = flagged_countries(places, summary.get("flag_countries") or ())
     drawn = [p for p in places if not p.special and math.isfinite(p.lat)]
     figure = go.Figure(go.Scattergeo(lat=[], lon=[], showlegend=False, hoverinfo="skip"))

@@ -36,10 +36,10 @@ from dashboards.charts import (
 )
 from dashboards.compare import build_comparison
 from dashboards.figures import export_figures
-from dashboards.inputs import load_outputs
+from dashboards.inputs import load_outputs, records
 from dashboards.page import json_for_html, write_atomically
 from dashboards.report import NAV, build_report
-from dashboards.worldmap import map_figure, vantages
+from dashboards.worldmap import hover_text, map_figure, place, vantages
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"
@@ -383,6 +383,18 @@ def test_map_places_servers_by_what_is_known() -> None:
     assert result.placed == 3
     assert any("10.0.0.1 (private)" in n for n in result.notes)
     assert any("Singapore" in n for n in result.notes)  # no shape at 1:110m: marker only
+
+
+def test_map_reads_every_column_its_text_uses(citizenlab: Path) -> None:
+    """The map reads only `MAP_COLUMNS`: its hover texts are those of the whole rows."""
+    for servers in (located_servers(), load_outputs(citizenlab).table("servers")):
+        texts = " ".join(str(text) for trace in map_figure(servers, {}).figure.data
+                         if trace.type == "scattergeo" for text in trace.hovertext or ())
+        places = [place(row) for row in records(servers)]
+        drawn = [p for p in places if not p.special and math.isfinite(p.lat)]
+        assert drawn
+        for item in drawn:
+            assert hover_text(item) in texts
 
 
 def test_map_without_location_columns_says_why() -> None:
