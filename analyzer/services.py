@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+import numpy as np
+
 from analyzer.facts import (
     ADDRESS_RANGE,
     LEARNED,
@@ -149,6 +151,26 @@ def flow_range_service(flow: Flow, side: int) -> Networks | None:
     return range_service_of(*flow.address_value(side))
 
 
+SideRanges = tuple["Networks | None", "Networks | None"]  # `flow_range_service` of sides A, B
+
+
+def flow_range_services(flows: list[Flow]) -> list[SideRanges]:
+    """`flow_range_service` of both sides of every flow: IPv4 addresses in one search."""
+    starts, entries = _first_range_pieces()[4]
+    found: list[list[Networks | None]] = []
+    for side in ("a", "b"):
+        hi = np.fromiter((getattr(f, side)[0] for f in flows), np.uint64, len(flows))
+        lo = np.fromiter((getattr(f, side)[1] for f in flows), np.uint64, len(flows))
+        v4 = (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+        value = (lo & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        piece = np.searchsorted(np.array(starts, np.int64), value, side="right") - 1
+        column = np.array(entries, dtype=object)[piece].tolist()
+        for i in np.flatnonzero(~v4).tolist():
+            column[i] = flow_range_service(flows[i], 0 if side == "a" else 1)
+        found.append(column)
+    return list(zip(found[0], found[1], strict=True))
+
+
 @lru_cache(maxsize=1 << 14)  # (names repeat: a DNS answer's name is asked for in every flow)
 def name_service(name: str) -> str | None:
     """The service a host name belongs to by its suffix, if any (the first service listed
@@ -177,14 +199,17 @@ def certificate_service(name: str) -> str | None:
 # ---------------------------------------------------------------------- orientation
 
 
-def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts) -> Orientation:
-    """Decide which endpoint is the client (the server offers the service)."""
+def orient(flow: Flow, facts: FlowFacts, capture: CaptureFacts,
+           ranges: SideRanges | None = None) -> Orientation:
+    """Decide which endpoint is the client (the server offers the service). `ranges`: the
+    flow's `flow_range_services`, when made already."""
     if flow.transport == "tcp" and flow.syn_sender >= 0:
         return Orientation(flow.syn_sender, False, "sent the TCP SYN")
     known = [flow.port(s) in SERVER_PORTS for s in (0, 1)]
     if known[0] != known[1]:
         return Orientation(0 if known[1] else 1, False, "other side uses a well-known port")
-    in_range = [flow_range_service(flow, s) is not None for s in (0, 1)]
+    ranges = ranges or (flow_range_service(flow, 0), flow_range_service(flow, 1))
+    in_range = [ranges[0] is not None, ranges[1] is not None]
     if in_range[0] != in_range[1]:
         return Orientation(0 if in_range[1] else 1, False, "other side is in a service range")
     if known[0] and flow.port(0) != flow.port(1):
@@ -246,8 +271,11 @@ class AddressNames:
     def names(self, address: str) -> tuple[Name, ...]:
         found = self._names.get(address)
         if found is None:
+            answered = self._dns_names.get(address)
+            if not answered:
+                return ()  # (most addresses: nothing to keep)
             found = self._names[address] = tuple(
-                (name, "dns", frame) for name, frame in self._dns_names.get(address, ()))
+                (name, "dns", frame) for name, frame in answered)
         return found
 
     def evidence(self, address: str) -> tuple[Evidence, ...]:
@@ -268,17 +296,23 @@ class AddressNames:
         return found
 
 
+NO_NAMES = ServerNames([], ())  # (shared by the many flows whose server has no name)
+
+
 def flow_names(flow: Flow, server_side: int, facts: FlowFacts,
                by_address: AddressNames) -> ServerNames:
     """Names of the flow's server: from its own handshakes, then from DNS answers."""
-    return ServerNames([n for n in facts.names if n[1] not in NOT_SERVER_NAMES],
-                       by_address.names(flow.address(server_side)))
+    own = [n for n in facts.names if n[1] not in NOT_SERVER_NAMES] if facts.names else []
+    dns = by_address.names(flow.address(server_side))
+    return ServerNames(own, dns) if own or dns else NO_NAMES
 
 
 def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts, names: ServerNames,
-                    by_address: AddressNames) -> list[Evidence]:
+                    by_address: AddressNames, ranges: SideRanges | None = None
+                    ) -> list[Evidence]:
     """Evidence about this flow alone (everything but inheritance); `names`: its server's
-    `flow_names`."""
+    `flow_names`; `ranges`: its `flow_range_services`, when made already."""
+    ranges = ranges or (flow_range_service(flow, 0), flow_range_service(flow, 1))
     found = list(facts.evidence)
     for name, source, frame in names.own:
         _name_evidence(found, name, source, frame)
@@ -288,7 +322,7 @@ def direct_evidence(flow: Flow, server_side: int, facts: FlowFacts, names: Serve
         if source in NOT_SERVER_NAMES:
             _name_evidence(found, name, source, frame)
     for side in (server_side, 1 - server_side):
-        entry = flow_range_service(flow, side)
+        entry = ranges[side]
         if entry is not None:
             found.append(Evidence(ADDRESS_RANGE, entry.service,
                                   f"{flow.address(side)} in {entry.service}'s published range "

@@ -294,7 +294,9 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     """(orientation, service, evidence text, basis) per flow, inheritance after direct
     evidence; and the names of each flow's server."""
     facts = inspector.facts
-    orientation = [services.orient(f, facts[i], capture) for i, f in enumerate(flows.flows)]
+    ranges = services.flow_range_services(flows.flows)
+    orientation = [services.orient(f, facts[i], capture, ranges[i])
+                   for i, f in enumerate(flows.flows)]
     by_address = services.AddressNames(capture)
     names = [services.flow_names(f, 1 - orientation[i].client_side, facts[i], by_address)
              for i, f in enumerate(flows.flows)]
@@ -302,7 +304,7 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     decided: dict[int, Evidence] = {}
     for i, flow in enumerate(flows.flows):
         found = services.direct_evidence(flow, 1 - orientation[i].client_side, facts[i],
-                                         names[i], by_address)
+                                         names[i], by_address, ranges[i])
         found.extend(_media_evidence(per_flow_streams.get(i, [])))
         evidence.append(found)
         top = services.best([e for e in found if e.strength > services.PORT])

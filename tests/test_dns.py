@@ -79,6 +79,14 @@ def test_query() -> None:
     assert msg.answers == ()
 
 
+def test_labels_that_are_not_utf8_read_each_as_alone() -> None:
+    """A bad byte sequence at a label's end is replaced there; it never swallows the dot."""
+    labels = [b"caf\xc3", b"\xa9", b"\xe4\xb8", b"ok", b"\xff\xfe"]
+    qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+    msg = parse_dns(header(1, QUERY, 1, 0) + question(qname))
+    assert msg.questions[0].name == "caf\ufffd.\ufffd.\ufffd.ok.\ufffd\ufffd"
+
+
 def test_cname_chain_with_compression() -> None:
     msg = parse_dns(zoom_cname_response())
     assert msg.is_response

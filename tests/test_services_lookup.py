@@ -15,6 +15,7 @@ from analyzer.services import (
     Networks,
     _name_table,
     _port_evidence,
+    flow_range_services,
     name_service,
     range_service,
     service_ranges,
@@ -58,6 +59,26 @@ def test_range_service_matches_a_scan_of_every_network() -> None:
     addresses += ["not an address", ""]
     for address in addresses:
         assert range_service(address) is _by_scan(address), address
+
+
+def _halves(address: str) -> tuple[int, int]:
+    """An address as the flow table keeps it: IPv4 as ::ffff:a.b.c.d, in two 64-bit halves."""
+    ip = ipaddress.ip_address(address)
+    value = (0xFFFF << 32 | int(ip)) if ip.version == 4 else int(ip)
+    return value >> 64, value & (2**64 - 1)
+
+
+def test_flow_range_services_match_the_lookup_of_each_side() -> None:
+    rng = random.Random(2)
+    addresses = _edges() + [str(ipaddress.IPv6Address(rng.getrandbits(128)))
+                            for _ in range(300)]
+    rng.shuffle(addresses)
+    flows = [Flow(i + 1, "udp", (*_halves(a), 1000), (*_halves(b), 2000), 0, 0, 1, 0)
+             for i, (a, b) in enumerate(zip(addresses, reversed(addresses), strict=True))]
+    found = flow_range_services(flows)
+    assert sum(x is not None for pair in found for x in pair) > len(flows) // 2  # (not vacuous)
+    for flow, (a, b) in zip(flows, found, strict=True):
+        assert a is _by_scan(flow.address(0)) and b is _by_scan(flow.address(1)), flow
 
 
 @pytest.mark.parametrize(("networks", "inside", "outside"), [
