@@ -25,6 +25,8 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     for i, flow in enumerate(flows.flows):
         orientation, service, _, _ = attribution[i]
         server = 1 - orientation.client_side
+        streams = per_flow_streams.get(i, [])
+        sdp = _sdp_entries(flow, streams, media, capture)
         view = FlowView(
             flow_id=flow.flow_id, transport=flow.transport, service=service,
             p2p=orientation.p2p, server=f"{flow.address(server)}:{flow.port(server)}",
@@ -33,16 +35,14 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
             zoom_encapsulated=bool(layouts.get(i)),
             srtcp_trailer=bool(srtcp.get((i, 0)) or srtcp.get((i, 1))),
             rtcp_packets=rtcp.get((i, 0), 0) + rtcp.get((i, 1), 0),
+            sdp=sdp, sdp_cleartext_frames=_sdes_frames(sdp, capture), control_servers=[],
         )
-        streams = per_flow_streams.get(i, [])
         if streams:  # (most flows of a busy capture have none)
             view.media_packets = sum(sum(s.payload_types.values()) for s in streams)
             view.zoom_media = any(s.encap == ENCAP_ZOOM for s in streams)
             view.ecb_frames = tuple(pair for s in streams
                                     if (r := media.ecb_result(s)) is not None
                                     and r.verdict == "ecb" for pair in r.examples)
-        view.sdp = _sdp_entries(flow, streams, media, capture)
-        view.sdp_cleartext_frames = _sdes_frames(view.sdp, capture)
         views.append(view)
     _add_control_servers(views, flows)
     return views

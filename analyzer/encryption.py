@@ -368,6 +368,17 @@ def _discord_probe(view: FlowView) -> bool:
     return any("latency probe" in e.text for e in view.facts.evidence)
 
 
+# the verdicts that depend on nothing but the protocol (one value each: a busy capture has a
+# hundred thousand such flows)
+DNS_VERDICT = Verdict(CLEARTEXT, "DNS: queried names and answers readable", "DNS messages",
+                      readable_by="anyone who can capture the traffic")
+STUN_VERDICT = Verdict(CLEARTEXT, "STUN/TURN: addresses (mapped, relayed, peer) readable",
+                       "STUN messages", readable_by="anyone who can capture the traffic")
+NOTHING_SEEN_VERDICT = Verdict(UNKNOWN, "no handshake or known protocol seen",
+                               "not enough evidence", "unknown", readable_by="unknown",
+                               protection="unknown")
+
+
 def _plain_protocol_flow(view: FlowView) -> Verdict:
     protocols = view.facts.protocols
     if "sip" in protocols:
@@ -375,11 +386,9 @@ def _plain_protocol_flow(view: FlowView) -> Verdict:
         return Verdict(CLEARTEXT, f"SIP signalling without TLS: headers, SDP{sdes} readable",
                        "SIP messages in clear", readable_by="anyone who can capture the traffic")
     if "dns" in protocols:
-        return Verdict(CLEARTEXT, "DNS: queried names and answers readable", "DNS messages",
-                       readable_by="anyone who can capture the traffic")
+        return DNS_VERDICT
     if protocols & {"stun", "turn"}:
-        return Verdict(CLEARTEXT, "STUN/TURN: addresses (mapped, relayed, peer) readable",
-                       "STUN messages", readable_by="anyone who can capture the traffic")
+        return STUN_VERDICT
     if protocols & {"http", "h323"}:
         what = "HTTP" if "http" in protocols else "H.323 call signalling (Q.931/H.225)"
         return Verdict(CLEARTEXT, f"{what} without TLS", "protocol header in clear",
@@ -393,5 +402,4 @@ def _plain_protocol_flow(view: FlowView) -> Verdict:
                        "encrypted frames)", "WhatsApp 'WA' protocol header", "noise",
                        f"Noise handshake with {view.server}", "the client and WhatsApp's server",
                        "hop-by-hop", "transport encryption to WhatsApp's server")
-    return Verdict(UNKNOWN, "no handshake or known protocol seen", "not enough evidence",
-                   "unknown", readable_by="unknown", protection="unknown")
+    return NOTHING_SEEN_VERDICT
