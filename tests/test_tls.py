@@ -14,7 +14,7 @@ import hashlib
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dpkt
@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analyzer.decode import tls
 from analyzer.decode.tls import (
     HELLO_RETRY_REQUEST_RANDOM,
     HS_CERTIFICATE,
@@ -408,6 +409,42 @@ def test_fuzz_mutated_client_hello(data: st.DataObject) -> None:
         body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
     with contextlib.suppress(DecodeError):
         parse_client_hello(bytes(body))
+
+
+def test_grease_set_is_every_grease_value() -> None:
+    assert {v for v in range(1 << 16) if is_grease(v)} == tls.GREASE
+
+
+def _outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return parse(data)
+    except DecodeError as exc:
+        return ("error", str(exc))
+
+
+def _server_name_extension(name: bytes, kind: int, extra: bytes) -> bytes:
+    entry = bytes([kind]) + struct.pack("!H", len(name)) + name
+    return struct.pack("!H", len(entry)) + entry + extra
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=40), st.sampled_from([0, 0, 0, 1]), st.sampled_from([b"", b"", b"x"]),
+       st.lists(st.tuples(st.integers(0, 45), st.integers(0, 255)), max_size=2))
+def test_extension_fast_paths_read_what_the_readers_read(name: bytes, kind: int, extra: bytes,
+                                                         edits: list[tuple[int, int]]) -> None:
+    """The in-place reading of the usual server_name and supported_versions extensions gives
+    what the bounds-checked readers give, or the same error, on well-formed and broken ones."""
+    versions = bytes([len(name)]) + name  # (odd lengths are malformed)
+    for data, fast, slow in ((_server_name_extension(name, kind, extra),
+                              tls._parse_server_name, tls._read_server_name),
+                             (versions + extra, tls._parse_client_versions,
+                              tls._read_client_versions)):
+        edited = bytearray(data)
+        for at, value in edits:
+            if at < len(edited):
+                edited[at] = value
+        for sample in (data, bytes(edited)):
+            assert _outcome(fast, sample) == _outcome(slow, sample)
 
 
 @settings(max_examples=200, deadline=None)

@@ -148,8 +148,11 @@ def _uint16_list(data: bytes, what: str) -> tuple[int, ...]:
     return struct.unpack(f">{len(data) // 2}H", data)
 
 
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))  # RFC 8701: `is_grease`'s values
+
+
 def _without_grease(values: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(v for v in values if not is_grease(v))
+    return tuple(v for v in values if v not in GREASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,16 @@ def _first_of_each(extensions: Extensions) -> dict[int, bytes]:
 
 
 def _parse_server_name(data: bytes) -> str | None:
+    # (the usual extension, one host name filling the list, read in place; anything else
+    # through the readers, which say what is wrong)
+    if len(data) > 5 and data[2] == SERVER_NAME_HOST:
+        listed, named = int.from_bytes(data[:2], "big"), int.from_bytes(data[3:5], "big")
+        if listed + 2 == len(data) == named + 5:
+            return data[5:].decode("utf-8", errors="replace")
+    return _read_server_name(data)
+
+
+def _read_server_name(data: bytes) -> str | None:
     names = _Reader(_Reader(data, "server_name").vector(2), "server_name list")
     while names.remaining:
         name_type, name = names.uint(1), names.vector(2)
@@ -260,6 +273,12 @@ def _parse_use_srtp(data: bytes) -> tuple[tuple[int, ...], bytes]:
 
 
 def _parse_client_versions(data: bytes) -> tuple[int, ...]:
+    if data and data[0] + 1 == len(data) and not data[0] % 2:  # (the usual: read in place)
+        return _without_grease(struct.unpack(f">{data[0] // 2}H", data[1:]))
+    return _read_client_versions(data)
+
+
+def _read_client_versions(data: bytes) -> tuple[int, ...]:
     reader = _Reader(data, "supported_versions")
     versions = _uint16_list(reader.vector(1), "supported_versions")
     reader.expect_end()
