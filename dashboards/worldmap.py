@@ -332,6 +332,15 @@ def _paths(points: list[VantagePoint], drawn: list[Place]) -> go.Scattergeo:
                          showlegend=False)
 
 
+MAX_LISTED = 40  # addresses a note names; the servers table has them all
+
+
+def _listed(addresses: list[str]) -> str:
+    more = len(addresses) - MAX_LISTED
+    tail = f" and {more:,} more (the servers table lists them all)" if more > 0 else ""
+    return ", ".join(addresses[:MAX_LISTED]) + tail + "."
+
+
 def map_notes(places: list[Place], servers: pd.DataFrame) -> list[str]:
     if len(servers) and not ({"country", "latitude"} & set(servers.columns)):
         return ["The servers table has no location columns (this analysis ran without "
@@ -339,13 +348,15 @@ def map_notes(places: list[Place], servers: pd.DataFrame) -> list[str]:
     notes = []
     special = [f"{fmt.text(p.row.get('ip'))} ({p.special})" for p in places if p.special]
     if special:
-        notes.append("Not on the map, special addresses: " + ", ".join(special) + ".")
+        notes.append("Not on the map, special addresses: " + _listed(special))
     unknown = [fmt.text(p.row.get("ip")) for p in places
                if not p.special and not math.isfinite(p.lat)]
     if unknown:
-        notes.append("Not on the map, location unknown: " + ", ".join(unknown) + ".")
+        notes.append("Not on the map, location unknown: " + _listed(unknown))
     unshaped = sorted({p.country.name for p in places if p.country and not p.special
                        and not geo.has_shape(p.country.alpha3)})
     if unshaped:  # small islands, and the few countries countryinfo gives no outline
-        notes.append("No outline on this map, marker only: " + ", ".join(unshaped) + ".")
+        text = ", ".join(unshaped)  # (a name may end in a full stop: "Virgin Islands, U.S.")
+        notes.append(f"No outline on this map, marker only: {text}"
+                     + ("" if text.endswith(".") else "."))
     return notes

@@ -397,6 +397,19 @@ def test_map_reads_every_column_its_text_uses(citizenlab: Path) -> None:
             assert hover_text(item) in texts
 
 
+def test_map_notes_name_a_few_addresses_and_count_the_rest() -> None:
+    base = located_servers().iloc[[1]]
+    unknown = pd.concat([base] * 100, ignore_index=True).assign(
+        country="", ip=[f"198.51.100.{i}" for i in range(100)])
+    private = pd.concat([located_servers().iloc[[3]]] * 3, ignore_index=True)
+    notes = map_figure(pd.concat([unknown, private], ignore_index=True), {}).notes
+    listed = next(n for n in notes if "location unknown" in n)
+    assert listed.endswith(", 198.51.100.39 and 60 more (the servers table lists them all).")
+    assert "198.51.100.40" not in listed
+    special = next(n for n in notes if "special addresses" in n)
+    assert special.count("10.0.0.1 (private)") == 3 and "more" not in special
+
+
 def test_map_without_location_columns_says_why() -> None:
     servers = located_servers()[["capture", "ip", "roles", "names", "bytes"]]
     result = map_figure(servers, {})
