@@ -192,10 +192,12 @@ def unknown_flows(capture: str, flows: pd.DataFrame, streams: pd.DataFrame,
         return
     yield Finding(
         capture, "low", "not-assessed",
-        f"{len(rows)} flow(s) could not be assessed",
+        f"{len(rows):,} flow(s) could not be assessed",
         "No handshake, signalling or known protocol structure was seen on these flows, so "
         "confscope does not say whether they were encrypted.", _ids(rows.head(50)),
-        _frames(rows.head(50)), _names(rows), {}, "")
+        _frames(rows.head(50)), _names(rows), {},
+        "A capture of these flows from their start (a connection caught mid-way shows no "
+        "handshake), or a decoder for their protocol, would let them be assessed.")
 
 
 ROLE_WORDS = {"control": "control server", "key-exchange": "key-exchange endpoint",

@@ -343,15 +343,26 @@ def finding_card(finding: Mapping[str, Any], many: bool) -> str:
         rows.append(("Wireshark frames", f'{esc(", ".join(frames))} <span class="muted">'
                      f'(filter: <span class="mono">frame.number in {{'
                      f'{esc(" ".join(frames))}}}</span>)</span>'))
-    rows += [(label, esc(", ".join(str(v) for v in evidence.get(key, []))))
+    rows += [(label, _evidence_list([str(v) for v in evidence[key]]))
              for key, label in (("flow_ids", "Flows"), ("hostnames", "Names"))
              if evidence.get(key)]
     rows += [(str(k).replace("_", " "), esc(v))
              for k, v in (evidence.get("values") or {}).items()]
-    rows.append(("What would refute it", esc(finding.get("refute"))))
+    if finding.get("refute"):
+        rows.append(("What would refute it", esc(finding.get("refute"))))
     body = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (f'<div class="finding {esc(severity)}"><h3>{esc(finding.get("title"))}</h3>'
             f"<div>{esc(finding.get('explanation'))}</div><dl>{body}</dl></div>")
+
+
+MAX_EVIDENCE_LISTED = 100  # flows or names a finding's card shows; findings.json has them all
+
+
+def _evidence_list(values: list[str]) -> str:
+    more = len(values) - MAX_EVIDENCE_LISTED
+    shown = esc(", ".join(values[:MAX_EVIDENCE_LISTED]))
+    return shown + (f' <span class="muted">and {more:,} more (findings.json lists them all)'
+                    "</span>" if more > 0 else "")
 
 
 # ---------------------------------------------------------------------- flows and streams

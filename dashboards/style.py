@@ -107,7 +107,8 @@ tr.flagged td { background:#fff4f4; }
 .finding dl { display:grid; grid-template-columns: 150px 1fr; gap:2px 12px; margin:8px 0 0;
   font-size:13px; }
 .finding dt { color:var(--muted); }
-.finding dd { margin:0; }
+.finding dd { margin:0; min-width:0; overflow-wrap:anywhere; }
+.finding dd span.mono { white-space:normal; }  /* a long frame filter wraps, not widens */
 details summary { cursor:pointer; color:var(--muted); font-size:13.5px; margin:8px 0; }
 dl.prov { display:grid; grid-template-columns: 190px 1fr; gap:4px 14px; font-size:13px; }
 dl.prov dt { color:var(--muted); }

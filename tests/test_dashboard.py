@@ -38,7 +38,7 @@ from dashboards.compare import build_comparison
 from dashboards.figures import export_figures
 from dashboards.inputs import load_outputs, records
 from dashboards.page import json_for_html, write_atomically
-from dashboards.report import NAV, build_report
+from dashboards.report import NAV, build_report, finding_card
 from dashboards.worldmap import hover_text, map_figure, place, vantages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,6 +408,15 @@ def test_map_notes_name_a_few_addresses_and_count_the_rest() -> None:
     assert "198.51.100.40" not in listed
     special = next(n for n in notes if "special addresses" in n)
     assert special.count("10.0.0.1 (private)") == 3 and "more" not in special
+
+
+def test_finding_cards_show_a_hundred_names_and_count_the_rest() -> None:
+    names = [f"<b>host{i}.example" for i in range(250)]
+    card = finding_card({"severity": "low", "kind": "not-assessed", "title": "t",
+                         "evidence": {"hostnames": names, "flow_ids": [1, 2]}}, many=False)
+    assert "&lt;b&gt;host99.example" in card and "host100.example" not in card
+    assert "and 150 more (findings.json lists them all)" in card and "<b>host" not in card
+    assert "1, 2" in card and "more" not in card.split("Flows")[1].split("</dd>")[0]
 
 
 def test_map_without_location_columns_says_why() -> None:

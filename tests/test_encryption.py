@@ -221,6 +221,13 @@ def test_opaque_traffic_is_unknown_not_guessed() -> None:
     assert kinds("opaque_traffic.pcap")["not-assessed"]["severity"] == "low"
 
 
+def test_every_finding_says_what_would_refute_it() -> None:
+    found = [(name, f) for name in MANIFEST["files"] for f in run(name).findings]
+    assert {f["kind"] for _, f in found} >= {"not-assessed", "ecb-mode", "cleartext-media"}
+    for name, finding in found:
+        assert str(finding["refute"]).strip(), (name, finding["kind"])
+
+
 def test_every_verdict_has_a_sample() -> None:
     verdicts = {v for name in MANIFEST["files"] for v in run(name).flows["encryption"]}
     assert verdicts == {"cleartext", "weak", "encrypted", "unknown"}
