@@ -22,8 +22,9 @@ def text(value: object) -> str:
 
 
 def plural(count: object, noun: str) -> str:
-    """'1 flow', '3 flows'."""
-    return f"{text(count)} {noun}{'' if text(count) == '1' else 's'}"
+    """'1 flow', '3 flows', '49,925 flows'."""
+    number = f"{count:,}" if isinstance(count, int | np.integer) else text(count)
+    return f"{number} {noun}{'' if number == '1' else 's'}"
 
 
 def human_bytes(count: float) -> str:

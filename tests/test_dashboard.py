@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from analyzer.errors import ConfscopeError
 from analyzer.pipeline import Settings, analyze
 from analyzer.tables import write_outputs
-from dashboards import geo
+from dashboards import fmt, geo
 from dashboards.charts import (
     BIN_LADDER,
     MAX_BINS,
@@ -408,6 +408,14 @@ def test_map_notes_name_a_few_addresses_and_count_the_rest() -> None:
     assert "198.51.100.40" not in listed
     special = next(n for n in notes if "special addresses" in n)
     assert special.count("10.0.0.1 (private)") == 3 and "more" not in special
+
+
+@pytest.mark.parametrize(("count", "text"), [
+    (1, "1 flow"), (2, "2 flows"), (49_925, "49,925 flows"),
+    (np.int64(1_000_000), "1,000,000 flows"), (None, " flows"), ("3", "3 flows"),
+])
+def test_counts_read_with_thousands_separators(count: object, text: str) -> None:
+    assert fmt.plural(count, "flow") == text
 
 
 def test_finding_cards_show_a_hundred_names_and_count_the_rest() -> None:
