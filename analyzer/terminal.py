@@ -46,8 +46,8 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
     flows, streams = analysis.flows, analysis.streams
     counts = analysis.summary["counts"]
     assert isinstance(counts, dict)
-    console.print(f"[bold]{counts['packets']}[/] packets, [bold]{len(flows)}[/] flows, "
-                  f"[bold]{len(streams)}[/] RTP streams")
+    console.print(f"[bold]{counts['packets']:,}[/] packets, [bold]{len(flows):,}[/] flows, "
+                  f"[bold]{len(streams):,}[/] RTP streams")
     captures = analysis.summary["captures"]
     assert isinstance(captures, list)
     for capture in captures:
@@ -58,17 +58,17 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
                           f"(read up to frame {damage['first_unreadable_frame'] - 1})")
         if capture.get("packets_of_undecoded_link_types"):
             console.print(f"[yellow]not decoded:[/] {shown(capture['name'])}: "
-                          f"{capture['packets_of_undecoded_link_types']} packets of a link "
+                          f"{capture['packets_of_undecoded_link_types']:,} packets of a link "
                           f"type confscope does not read (link types {capture['link_types']}; "
                           "it reads Ethernet, Linux cooked, raw IP and BSD loopback)")
         if capture.get("flows_with_decode_problems"):
             console.print(f"[yellow]malformed messages:[/] {shown(capture['name'])}: "
-                          f"{capture['flows_with_decode_problems']} flow(s), see "
+                          f"{capture['flows_with_decode_problems']:,} flow(s), see "
                           "decode_problems in flows.csv")
         if capture.get("flows_with_unconfirmed_rtp"):
             console.print(f"[dim]not counted as media:[/] {shown(capture['name'])}: "
-                          f"{capture['unconfirmed_rtp_packets']} packets in "
-                          f"{capture['flows_with_unconfirmed_rtp']} flow(s) start like RTP or "
+                          f"{capture['unconfirmed_rtp_packets']:,} packets in "
+                          f"{capture['flows_with_unconfirmed_rtp']:,} flow(s) start like RTP or "
                           "RTCP, but none follows on in sequence and no signalling announced "
                           "them (random bytes do this by chance)")
     if len(flows):
@@ -95,11 +95,11 @@ def _service_table(analysis: Analysis) -> Table:
     for service, group in flows.groupby("service"):
         names = sorted({n for n in group["server_name"] if n})[:3]
         count = int(guessed[group.index].sum())
-        cells = [shown(str(service)), str(len(group)),
+        cells = [shown(str(service)), f"{len(group):,}",
                  f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
                  shown(", ".join(names))]
         if guessed.any():
-            cells.insert(2, str(count) if count else "")
+            cells.insert(2, f"{count:,}" if count else "")
         table.add_row(*cells)
     return table
 
@@ -114,7 +114,7 @@ def _stream_table(analysis: Analysis, limit: int = 12) -> Table:
                   else f"{row.jitter_mean_ms:.2f}/{row.jitter_max_ms:.2f}")
         table.add_row(shown(f"{row.src_ip}:{row.src_port}"),
                       shown(f"{row.dst_ip}:{row.dst_port}"),
-                      row.ssrc, shown(str(row.media)), str(row.packets),
+                      row.ssrc, shown(str(row.media)), f"{row.packets:,}",
                       f"{row.loss_pct:.1f}", jitter)
     return table
 

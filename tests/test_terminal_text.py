@@ -4,6 +4,7 @@ retitle, clear or recolour the user's terminal, nor rich's markup style it."""
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from analyzer.printable import printable
 from analyzer.terminal import shown
 from bench.handshakes import tls_client_hello
-from bench.many_flows import ETHERNET, ipv4_packet, transport_segment
+from bench.many_flows import ETHERNET, ipv4_packet, transport_segment, write_capture
 from bench.wire import PROTO_TCP, TCP_ACK_FLAG, TCP_PSH, TCP_SYN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +67,14 @@ def test_a_hostile_sni_in_check_text(tmp_path: Path) -> None:
     assert b"BREAKS  52.81.151.250" in result.stdout
     assert printable(HOSTILE_NAME).encode() in result.stdout
     assert b"\x1b" not in result.stdout and "\x9b".encode() not in result.stdout
+
+
+def test_counts_in_the_terminal_summary_have_thousands_separators(tmp_path: Path) -> None:
+    capture = tmp_path / "busy.pcap"
+    packets = write_capture(capture, flows=1200, seed=3)
+    result = subprocess.run([sys.executable, "-m", "analyzer.cli", "analyze", str(capture),
+                             "-o", str(tmp_path / "out"), "--no-report", "--no-hash"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert f"{packets:,} packets, 1,200 flows, 0 RTP streams" in result.stdout
+    assert re.search(r"│ other +│ 1,\d{3} +│", result.stdout), result.stdout
