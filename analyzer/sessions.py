@@ -78,7 +78,10 @@ class SessionRecorder:
     # ------------------------------------------------------------------ TLS, DTLS, QUIC
 
     def dtls_assembler(self, fi: int, d: int) -> dtls.DtlsHandshakeAssembler:
-        return self._dtls.setdefault((fi, d), dtls.DtlsHandshakeAssembler())
+        assembler = self._dtls.get((fi, d))
+        if assembler is None:  # (made when missing only: not one per packet to be dropped)
+            assembler = self._dtls[(fi, d)] = dtls.DtlsHandshakeAssembler()
+        return assembler
 
     def _handshake(self, fi: int, protocol: str) -> HandshakeFacts:
         facts = self._facts(fi)
@@ -251,7 +254,10 @@ class SessionRecorder:
     # ------------------------------------------------------------------ TCP streams
 
     def tcp_direction(self, fi: int, d: int) -> TcpDirection:
-        return self._tcp.setdefault((fi, d), TcpDirection())
+        stream = self._tcp.get((fi, d))
+        if stream is None:  # (made when missing only: not one per segment to be dropped)
+            stream = self._tcp[(fi, d)] = TcpDirection()
+        return stream
 
     def tcp_data(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
         stream = self.tcp_direction(fi, d)
