@@ -191,7 +191,7 @@ def collector_paused() -> Iterator[None]:
     """Python's cycle collector off for a while. For the steps after the batch loop: they make
     a few objects per flow, which live until the step ends, and few reference cycles, which
     the collector frees when it is back on. Collecting meanwhile would only walk the live ones
-    (about a second on a capture of 200,000 flows)."""
+    (half a second on a capture of 200,000 flows)."""
     was_on = gc.isenabled()
     gc.disable()
     try:
