@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -40,13 +41,19 @@ def claim_text(allow: tuple[str, ...] | None, deny: tuple[str, ...] | None) -> s
     return f"no server is in {', '.join(deny or ())}"
 
 
+class Judgement(NamedTuple):
+    broken: list[ServerVerdict]  # servers that break the claim
+    unverified: list[ServerVerdict]  # servers no source can place
+    checked: int  # servers of the roles checked (special addresses are never geolocated)
+
+
 def judge(servers: pd.DataFrame, allow: tuple[str, ...] | None, deny: tuple[str, ...] | None,
-          roles: tuple[str, ...]) -> tuple[list[ServerVerdict], list[ServerVerdict]]:
-    """(servers that break the claim, servers that cannot be placed)."""
-    broken, unverified = [], []
+          roles: tuple[str, ...]) -> Judgement:
+    broken, unverified, checked = [], [], 0
     for _, row in servers.iterrows():
         if not set(str(row["roles"]).split("+")) & set(roles) or row["special_address"]:
             continue
+        checked += 1
         countries = _countries(str(row["geo_sources"]))
         offending = tuple(c for c in countries if (allow and c not in allow)
                           or (deny and c in deny))
@@ -58,7 +65,7 @@ def judge(servers: pd.DataFrame, allow: tuple[str, ...] | None, deny: tuple[str,
             broken.append(verdict)
         elif not countries:
             unverified.append(verdict)
-    return broken, unverified
+    return Judgement(broken, unverified, checked)
 
 
 def _countries(geo_sources: str) -> list[str]:
@@ -74,20 +81,21 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
     _check_inputs(args.captures, None)
     analysis = analyze(args.captures, settings)
-    broken, unverified = judge(analysis.servers, args.allow_country, args.deny_country,
-                               args.roles)
+    judgement = judge(analysis.servers, args.allow_country, args.deny_country, args.roles)
+    broken, unverified = judgement.broken, judgement.unverified
     claim = claim_text(args.allow_country, args.deny_country)
     try:
         if args.json:
             print(json.dumps({
                 "claim": claim, "holds": not broken, "roles": list(args.roles),
+                "servers_checked": judgement.checked,
                 "breaking_servers": [asdict(v) for v in broken],
                 "unverified_servers": [asdict(v) for v in unverified],
                 "geoip_databases": analysis.summary["geoip_databases"],
                 "vantage": analysis.summary["vantage"],
             }, indent=2))
         else:
-            _print_text(claim, broken, unverified, analysis.summary)
+            _print_text(claim, judgement, analysis.summary)
         sys.stdout.flush()
     except BrokenPipeError:
         if not stdout_reader_gone():
@@ -96,11 +104,20 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_BROKEN if broken else EXIT_HOLDS
 
 
-def _print_text(claim: str, broken: list[ServerVerdict], unverified: list[ServerVerdict],
-                summary: dict[str, object]) -> None:
+def headline(claim: str, judgement: Judgement) -> str:
+    """'Claim: ... -> does NOT hold: 2 of 14 servers checked break it; 1 could not be placed'."""
+    broken, checked = len(judgement.broken), judgement.checked
+    counts = (f"{broken:,} of {checked:,} server(s) checked break it" if broken
+              else f"{checked:,} server(s) checked, none breaks it")
+    if judgement.unverified:
+        counts += f"; {len(judgement.unverified):,} could not be placed"
+    return f"Claim: {claim} -> {'does NOT hold' if broken else 'holds'}: {counts}"
+
+
+def _print_text(claim: str, judgement: Judgement, summary: dict[str, object]) -> None:
     out = sys.stdout
-    verdict = "does NOT hold" if broken else "holds"
-    print(f"Claim: {claim} -> {verdict}", file=out)
+    broken, unverified = judgement.broken, judgement.unverified
+    print(headline(claim, judgement), file=out)
     for v in broken:
         print(printable(f"  BREAKS  {v.ip} [{v.roles}] {v.names or '(no name seen)'}"),
               file=out)

@@ -71,6 +71,22 @@ def test_check_json_and_roles() -> None:
     assert relays_only.returncode == 0, relays_only.stdout
 
 
+def test_check_headline_counts_the_servers_checked() -> None:
+    servers = analyze([CAPTURES / "citizenlab_ecb.pcap"]).servers
+    roles = servers["roles"].str.split("+").map(lambda r: bool(set(r) - {"dns"}))
+    checked = int((roles & (servers["special_address"] == "")).sum())
+    assert checked >= 2
+    broken = confscope("check", CAPTURES / "citizenlab_ecb.pcap", "--allow-country", "US,CA")
+    assert broken.stdout.splitlines()[0] == ("Claim: all servers are in US, CA -> does NOT hold: "
+                                             f"1 of {checked} server(s) checked break it")
+    holds = confscope("check", CAPTURES / "citizenlab_ecb.pcap", "--allow-country", "US,CA,CN")
+    assert holds.stdout.splitlines()[0] == ("Claim: all servers are in US, CA, CN -> holds: "
+                                            f"{checked} server(s) checked, none breaks it")
+    report = json.loads(confscope("check", CAPTURES / "citizenlab_ecb.pcap", "--deny-country",
+                                  "CN", "--json").stdout)
+    assert report["servers_checked"] == checked
+
+
 def test_check_bad_input_exits_2(tmp_path: Path) -> None:
     assert confscope("check", tmp_path / "none.pcap", "--deny-country", "CN").returncode == 2
     bad = confscope("check", CAPTURES / "zoom_meeting.pcap", "--deny-country", "China")
