@@ -192,11 +192,11 @@ def overview_row(label: str, outputs: Outputs) -> dict[str, str]:
     flagged = int(servers["flagged"].map(truthy).sum()) if "flagged" in servers.columns else None
     return {
         "label": cell(label), "captures": cell(capture_names(outputs.summary)),
-        "packets": cell(outputs.summary.get("counts", {}).get("packets", ""), "num"),
+        "packets": cell(fmt.count(outputs.summary.get("counts", {}).get("packets", "")), "num"),
         "bytes": cell(share(totals, "bytes"), "num"),
         "media": cell(share(totals, "media_seconds"), "num"),
-        "servers": cell(len(servers), "num"),
-        "flagged": html_cell(f'<span class="flag">{flagged}</span>' if flagged else
+        "servers": cell(fmt.count(len(servers)), "num"),
+        "flagged": html_cell(f'<span class="flag">{flagged:,}</span>' if flagged else
                              ("0" if flagged == 0 else '<span class="muted">not checked</span>'),
                              "num"),
         "findings": cell(severity_counts(outputs.findings)),

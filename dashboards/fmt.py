@@ -21,10 +21,15 @@ def text(value: object) -> str:
     return "" if is_missing(value) else str(value)
 
 
-def plural(count: object, noun: str) -> str:
+def count(value: object) -> str:
+    """A count as a reader wants it: '49,925' (other values as `text`)."""
+    return f"{value:,}" if isinstance(value, int | np.integer) else text(value)
+
+
+def plural(number: object, noun: str) -> str:
     """'1 flow', '3 flows', '49,925 flows'."""
-    number = f"{count:,}" if isinstance(count, int | np.integer) else text(count)
-    return f"{number} {noun}{'' if number == '1' else 's'}"
+    shown = count(number)
+    return f"{shown} {noun}{'' if shown == '1' else 's'}"
 
 
 def human_bytes(count: float) -> str:

@@ -34,9 +34,9 @@ from dashboards.charts import (
     coverage_rows,
     timeline_series,
 )
-from dashboards.compare import build_comparison
+from dashboards.compare import build_comparison, overview_row
 from dashboards.figures import export_figures
-from dashboards.inputs import load_outputs, records
+from dashboards.inputs import Outputs, load_outputs, records
 from dashboards.page import json_for_html, write_atomically
 from dashboards.report import NAV, build_report, finding_card
 from dashboards.worldmap import hover_text, map_figure, place, vantages
@@ -661,6 +661,14 @@ def test_compare_puts_analyses_side_by_side(citizenlab: Path, tmp_path: Path) ->
         assert counts[:, column].sum() == (special.fillna("") == "").sum()
     if "country" in load_outputs(other).table("servers").columns:
         assert any("China" in y for y in heat["y"])
+
+
+def test_compare_overview_counts_read_with_separators(tmp_path: Path) -> None:
+    servers = pd.DataFrame({"ip": [f"192.0.2.{i}" for i in range(3)], "flagged": [True] * 3})
+    outputs = Outputs(tmp_path, {"servers": servers}, {"counts": {"packets": 1_234_567}}, [])
+    row = overview_row("busy", outputs)
+    assert ">1,234,567<" in row["packets"] and ">3<" in row["servers"]
+    assert '<span class="flag">3</span>' in row["flagged"]
 
 
 def test_compare_needs_two_folders(citizenlab: Path, tmp_path: Path) -> None:
