@@ -499,11 +499,13 @@ def captures_table(captures: object) -> str:
     columns = [("name", "Capture"), ("sha256", "SHA-256"), ("size", "Size"),
                ("format", "Format"), ("packets", "Packets"), ("damage", "Damage and gaps")]
     table_rows = [{
-        "name": cell(c.get("file") or c.get("name")), "sha256": cell(c.get("sha256"), "mono"),
+        "name": cell(c.get("file") or c.get("name")),
+        "sha256": cell(c.get("sha256"), "mono") if c.get("sha256") else html_cell(
+            '<span class="muted">not computed (the analysis ran with --no-hash)</span>'),
         "size": cell(fmt.human_bytes(float(c.get("size_bytes") or 0)), "num"),
         "format": cell(" ".join(str(c.get(k) or "") for k in ("format", "compression",
                                                                "timestamp_resolution")).strip()),
-        "packets": cell(c.get("packets"), "num"),
+        "packets": cell(fmt.count(c.get("packets")), "num"),
         "damage": cell(gaps_text(c)),
     } for c in rows]
     return render_table(columns, table_rows)

@@ -38,7 +38,7 @@ from dashboards.compare import build_comparison, overview_row
 from dashboards.figures import export_figures
 from dashboards.inputs import Outputs, load_outputs, records
 from dashboards.page import json_for_html, write_atomically
-from dashboards.report import NAV, build_report, finding_card
+from dashboards.report import NAV, build_report, captures_table, finding_card
 from dashboards.worldmap import hover_text, map_figure, place, vantages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -669,6 +669,13 @@ def test_compare_overview_counts_read_with_separators(tmp_path: Path) -> None:
     row = overview_row("busy", outputs)
     assert ">1,234,567<" in row["packets"] and ">3<" in row["servers"]
     assert '<span class="flag">3</span>' in row["flagged"]
+
+
+def test_captures_table_says_when_no_hash_was_made() -> None:
+    hashed = {"file": "a.pcap", "sha256": "ab" * 32, "packets": 1_234_567, "size_bytes": 10}
+    table = captures_table([hashed, {**hashed, "file": "b.pcap", "sha256": None}])
+    assert "ab" * 32 in table and ">1,234,567<" in table
+    assert table.count("not computed (the analysis ran with --no-hash)") == 1
 
 
 def test_compare_needs_two_folders(citizenlab: Path, tmp_path: Path) -> None:
