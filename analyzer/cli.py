@@ -261,11 +261,12 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         analysis = analyze(args.captures, settings, hashes=hashes)
     # the hashes finish while the tables are written
     collect = functools.partial(analysis.collect_hashes, hashes) if hashes is not None else None
-    with collector_paused():
+    with collector_paused(), _stage(show, "writing the tables"):
         write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
-        if not args.no_report:
-            from dashboards.report import build_report
+    if not args.no_report:
+        from dashboards.report import build_report
 
+        with collector_paused(), _stage(show, "writing the report"):
             build_report(args.output)
     if args.export_figures:
         from dashboards.figures import export_figures
@@ -276,6 +277,15 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
 
         print_summary(analysis, args.output)
     return EXIT_OK
+
+
+def _stage(show: bool, text: str) -> contextlib.AbstractContextManager[None]:
+    """`terminal.stage` when the run shows its progress, else nothing."""
+    if not show:
+        return contextlib.nullcontext()
+    from analyzer.terminal import stage
+
+    return stage(text)
 
 
 def _require_analysis(folder: Path) -> None:

@@ -25,12 +25,31 @@ def shown(value: object) -> str:
 
 
 @contextmanager
-def progress_bar(total_bytes: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(total_bytes: int, console: Console | None = None
+                 ) -> Iterator[Callable[[int], None]]:
+    """A bar of the capture bytes read. Once all are read it says what the run does next (the
+    tables of a capture of many flows take a while), until the analysis returns."""
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console or Console(stderr=True), transient=True) as progress:
         task = progress.add_task("reading", total=total_bytes)
-        yield lambda done: progress.advance(task, done)
+
+        def advance(done: int) -> None:
+            progress.advance(task, done)
+            if progress.tasks[0].finished:
+                progress.update(task, description=AFTER_READING)
+
+        yield advance
+
+
+AFTER_READING = "making the flows, streams and servers tables"
+
+
+@contextmanager
+def stage(text: str, console: Console | None = None) -> Iterator[None]:
+    """A spinner saying what the run is doing, for a step of a long run without a bar."""
+    with (console or Console(stderr=True)).status(text):
+        yield
 
 
 class _Console(Console):

@@ -3,6 +3,7 @@ retitle, clear or recolour the user's terminal, nor rich's markup style it."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -10,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from analyzer.printable import printable
-from analyzer.terminal import shown
+from analyzer.terminal import AFTER_READING, progress_bar, shown
 from bench.handshakes import tls_client_hello
 from bench.many_flows import ETHERNET, ipv4_packet, transport_segment, write_capture
 from bench.wire import PROTO_TCP, TCP_ACK_FLAG, TCP_PSH, TCP_SYN
@@ -78,3 +81,15 @@ def test_counts_in_the_terminal_summary_have_thousands_separators(tmp_path: Path
                             env={**os.environ, "COLUMNS": "300"})
     assert f"{packets:,} packets, 1,200 flows, 0 RTP streams" in result.stdout
     assert re.search(r"│ other +│ 1,\d{3} +│", result.stdout), result.stdout
+
+
+def _bar_output(read: int, total: int) -> str:
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with progress_bar(total, console) as advance:
+        advance(read)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_bar_says_what_the_run_does_once_the_capture_is_read() -> None:
+    assert AFTER_READING in _bar_output(100, 100)
+    assert AFTER_READING not in _bar_output(99, 100) and "reading" in _bar_output(99, 100)
