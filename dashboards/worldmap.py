@@ -349,12 +349,20 @@ def map_notes(places: list[Place], servers: pd.DataFrame) -> list[str]:
     special = [f"{fmt.text(p.row.get('ip'))} ({p.special})" for p in places if p.special]
     if special:
         notes.append("Not on the map, special addresses: " + _listed(special))
-    unknown = [fmt.text(p.row.get("ip")) for p in places
-               if not p.special and not math.isfinite(p.lat)]
+    unplaced = [p for p in places if not p.special and not math.isfinite(p.lat)]
+    unknown = [fmt.text(p.row.get("ip")) for p in unplaced if p.country is None]
     if unknown:
         notes.append("Not on the map, location unknown: " + _listed(unknown))
+    regions: dict[str, list[str]] = {}  # e.g. the registries' "EU", a region, not a place
+    for p in unplaced:
+        if p.country is not None:
+            regions.setdefault(f"{p.country.name} ({p.country.alpha2})", []).append(
+                fmt.text(p.row.get("ip")))
+    for region, addresses in sorted(regions.items()):
+        notes.append(f"Not on the map, placed only in {region}, for which the map has no "
+                     "position: " + _listed(addresses))
     unshaped = sorted({p.country.name for p in places if p.country and not p.special
-                       and not geo.has_shape(p.country.alpha3)})
+                       and math.isfinite(p.lat) and not geo.has_shape(p.country.alpha3)})
     if unshaped:  # small islands, and the few countries countryinfo gives no outline
         text = ", ".join(unshaped)  # (a name may end in a full stop: "Virgin Islands, U.S.")
         notes.append(f"No outline on this map, marker only: {text}"

@@ -427,6 +427,18 @@ def test_finding_cards_show_a_hundred_names_and_count_the_rest() -> None:
     assert "1, 2" in card and "more" not in card.split("Flows")[1].split("</dd>")[0]
 
 
+def test_map_says_which_servers_a_region_code_leaves_unplaced() -> None:
+    """The registries give some blocks the code EU: a region, not a place to draw."""
+    region = located_servers().iloc[[1]].assign(country="EU", ip="198.51.100.7")
+    unknown = located_servers().iloc[[1]].assign(country="", ip="198.51.100.8")
+    notes = map_figure(pd.concat([located_servers(), region, unknown], ignore_index=True),
+                       {}).notes
+    assert ("Not on the map, placed only in European Union (EU), for which the map has no "
+            "position: 198.51.100.7.") in notes
+    assert "Not on the map, location unknown: 198.51.100.8." in notes
+    assert not any("European Union" in n for n in notes if n.startswith("No outline"))
+
+
 def test_map_without_location_columns_says_why() -> None:
     servers = located_servers()[["capture", "ip", "roles", "names", "bytes"]]
     result = map_figure(servers, {})
