@@ -42,13 +42,20 @@ def address_text(hi: int, lo: int) -> str:
     return _ipv6_text(hi, lo)
 
 
-def address_texts(endpoints: list[Endpoint]) -> list[str]:
-    """`address_text` of many endpoints' addresses at once (IPv4 by Arrow, not one by one)."""
+def ipv4_values(endpoints: list[Endpoint]) -> tuple[np.ndarray, np.ndarray]:
+    """Of many endpoints: which addresses are IPv4 (::ffff:a.b.c.d), and their 32-bit values
+    (uint64; meaningless where not IPv4)."""
     hi = np.fromiter((e[0] for e in endpoints), np.uint64, len(endpoints))
     lo = np.fromiter((e[1] for e in endpoints), np.uint64, len(endpoints))
-    v4 = np.flatnonzero((hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF))
+    return (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF), lo & np.uint64(0xFFFFFFFF)
+
+
+def address_texts(endpoints: list[Endpoint]) -> list[str]:
+    """`address_text` of many endpoints' addresses at once (IPv4 by Arrow, not one by one)."""
+    is_v4, value = ipv4_values(endpoints)
+    v4 = np.flatnonzero(is_v4)
     texts = [""] * len(endpoints)
-    octets = [pc.cast(pa.array((lo[v4] >> np.uint64(shift)) & np.uint64(255)), pa.string())
+    octets = [pc.cast(pa.array((value[v4] >> np.uint64(shift)) & np.uint64(255)), pa.string())
               for shift in (24, 16, 8, 0)]
     for i, text in zip(v4.tolist(), pc.binary_join_element_wise(*octets, ".").to_pylist(),
                        strict=True):

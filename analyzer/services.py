@@ -29,7 +29,7 @@ from analyzer.facts import (
     Evidence,
     FlowFacts,
 )
-from analyzer.flows import Flow
+from analyzer.flows import Flow, ipv4_values
 
 # Server-side ports of conferencing and base protocols (protocols.md §1.1, §3).
 SERVER_PORTS = frozenset({
@@ -158,15 +158,13 @@ def flow_range_services(flows: list[Flow]) -> list[SideRanges]:
     """`flow_range_service` of both sides of every flow: IPv4 addresses in one search."""
     starts, entries = _first_range_pieces()[4]
     found: list[list[Networks | None]] = []
-    for side in ("a", "b"):
-        hi = np.fromiter((getattr(f, side)[0] for f in flows), np.uint64, len(flows))
-        lo = np.fromiter((getattr(f, side)[1] for f in flows), np.uint64, len(flows))
-        v4 = (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
-        value = (lo & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        piece = np.searchsorted(np.array(starts, np.int64), value, side="right") - 1
+    for side in (0, 1):
+        v4, value = ipv4_values([f.b if side else f.a for f in flows])
+        piece = np.searchsorted(np.array(starts, np.int64), value.astype(np.int64),
+                                side="right") - 1
         column = np.array(entries, dtype=object)[piece].tolist()
         for i in np.flatnonzero(~v4).tolist():
-            column[i] = flow_range_service(flows[i], 0 if side == "a" else 1)
+            column[i] = flow_range_service(flows[i], side)
         found.append(column)
     return list(zip(found[0], found[1], strict=True))
 

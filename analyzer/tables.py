@@ -688,7 +688,6 @@ def _offsets_and_data(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 
-
 def _csv_ready(table: pd.DataFrame) -> pd.DataFrame:
     """The table as `to_csv` should get it: formulas neutralized, UTC times as their text."""
     out = neutralize_formulas(table)
@@ -794,7 +793,9 @@ def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
     return written
 
 
-CSV_QUOTED = re.compile(r'[,"\r\n]')  # cells with these are quoted
+CSV_QUOTED_BYTES = b',"\r\n'  # cells with one of these are quoted
+# (as \xhh escapes, which Python's re and Arrow's RE2 both read)
+CSV_QUOTED = re.compile("[" + "".join(f"\\x{b:02x}" for b in CSV_QUOTED_BYTES) + "]")
 CSV_CHUNK_ROWS = 1 << 16
 
 
@@ -892,7 +893,7 @@ def _has_quoted_bytes(texts: pa.Array) -> bool:
     """Does any cell hold a byte that gets its cell quoted?"""
     offsets, data = _offsets_and_data(texts)
     text = data[offsets[0]:offsets[-1]].tobytes() if offsets.size else b""
-    return any(byte in text for byte in (b",", b'"', b"\r", b"\n"))
+    return any(bytes([byte]) in text for byte in CSV_QUOTED_BYTES)
 
 
 def _cell_text(value: object) -> str:

@@ -105,11 +105,12 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
 def _service_table(analysis: Analysis) -> Table:
     flows = analysis.flows
     guessed = flows["service_basis"] == "port"
+    any_guess = bool(guessed.any())
     table = Table(title="Flows by service", title_justify="left", caption_justify="left",
                   caption="by port only: attributed by the port number alone, a guess"
-                  if guessed.any() else None)
+                  if any_guess else None)
     columns = ("service", "flows", "by port only", "bytes", "servers (names)")
-    for column in columns if guessed.any() else columns[:2] + columns[3:]:
+    for column in columns if any_guess else columns[:2] + columns[3:]:
         table.add_column(column)
     for service, group in flows.groupby("service"):
         names = sorted({n for n in group["server_name"] if n})[:3]
@@ -117,7 +118,7 @@ def _service_table(analysis: Analysis) -> Table:
         cells = [shown(str(service)), f"{len(group):,}",
                  f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
                  shown(", ".join(names))]
-        if guessed.any():
+        if any_guess:
             cells.insert(2, f"{count:,}" if count else "")
         table.add_row(*cells)
     return table

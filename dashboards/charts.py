@@ -209,8 +209,9 @@ def _flow_verdicts(flows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _labelled(rows: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
-    """One capture's timeline rows with their flows' labels: made for the flows drawn on
-    their own (a busy capture has hundreds of thousands of flows, a panel shows a few)."""
+    """One capture's timeline rows with their flows' labels, and whether each flow is drawn
+    on its own (`drawn`): labels are made for those alone (a busy capture has hundreds of
+    thousands of flows, a panel shows a few)."""
     drawn = rows["flow_id"].isin(_top_flows(rows))
     wanted = flows.head(0)  # (no flows table, or one without these columns: no labels)
     if {"capture", "flow_id"} <= set(flows.columns):
@@ -218,7 +219,7 @@ def _labelled(rows: pd.DataFrame, flows: pd.DataFrame) -> pd.DataFrame:
                        & flows["flow_id"].isin(rows.loc[drawn, "flow_id"].unique())]
     names = flow_labels(wanted).drop_duplicates("flow_id").set_index("flow_id")["label"]
     label = rows["flow_id"].map(names).astype(object).where(drawn, "")
-    return rows.assign(label=label.fillna("flow " + rows["flow_id"].astype(str)))
+    return rows.assign(label=label.fillna("flow " + rows["flow_id"].astype(str)), drawn=drawn)
 
 
 def _capture_series(capture: object, rows: pd.DataFrame) -> pd.DataFrame:
@@ -248,9 +249,9 @@ def _top_flows(rows: pd.DataFrame) -> set[object]:
 
 
 def _series_keys(rows: pd.DataFrame) -> pd.Series:
-    keep = rows["flow_id"].isin(_top_flows(rows))
+    """A series per flow drawn on its own (`_labelled`'s `drawn`), one per verdict for the rest."""
     keys = "flow-" + rows["flow_id"].astype(str)
-    return keys.where(keep, "rest-" + rows["verdict"].astype(str))
+    return keys.where(rows["drawn"], "rest-" + rows["verdict"].astype(str))
 
 
 def _fill_gaps(sums: pd.DataFrame, bins: int) -> pd.DataFrame:

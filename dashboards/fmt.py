@@ -26,6 +26,11 @@ def count(value: object) -> str:
     return f"{value:,}" if isinstance(value, int | np.integer) else text(value)
 
 
+def capped(values: list[str], limit: int) -> tuple[list[str], int]:
+    """The first `limit` values, and how many more there are (0 when none)."""
+    return values[:limit], max(len(values) - limit, 0)
+
+
 def plural(number: object, noun: str) -> str:
     """'1 flow', '3 flows', '49,925 flows'."""
     shown = count(number)

@@ -359,10 +359,10 @@ MAX_EVIDENCE_LISTED = 100  # flows or names a finding's card shows; findings.jso
 
 
 def _evidence_list(values: list[str]) -> str:
-    more = len(values) - MAX_EVIDENCE_LISTED
-    shown = esc(", ".join(values[:MAX_EVIDENCE_LISTED]))
-    return shown + (f' <span class="muted">and {more:,} more (findings.json lists them all)'
-                    "</span>" if more > 0 else "")
+    shown, more = fmt.capped(values, MAX_EVIDENCE_LISTED)
+    return esc(", ".join(shown)) + (
+        f' <span class="muted">and {more:,} more (findings.json lists them all)</span>'
+        if more else "")
 
 
 # ---------------------------------------------------------------------- flows and streams

@@ -336,9 +336,9 @@ MAX_LISTED = 40  # addresses a note names; the servers table has them all
 
 
 def _listed(addresses: list[str]) -> str:
-    more = len(addresses) - MAX_LISTED
-    tail = f" and {more:,} more (the servers table lists them all)" if more > 0 else ""
-    return ", ".join(addresses[:MAX_LISTED]) + tail + "."
+    shown, more = fmt.capped(addresses, MAX_LISTED)
+    tail = f" and {more:,} more (the servers table lists them all)" if more else ""
+    return ", ".join(shown) + tail + "."
 
 
 def map_notes(places: list[Place], servers: pd.DataFrame) -> list[str]:
