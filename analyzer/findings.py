@@ -13,6 +13,8 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
+from analyzer.frames import distinct_texts
+
 SEVERITY_ORDER = ("high", "medium", "low", "info")
 VERDICTS = ("encrypted", "weak", "cleartext", "unknown")
 
@@ -288,7 +290,7 @@ RULES: tuple[Rule, ...] = (sdes_in_cleartext, ecb_mode, cleartext_media, weak_pr
 def findings(tables: dict[str, pd.DataFrame]) -> list[Finding]:
     parts_of = [tables[n] for n in ("flows", "streams", "signalling", "servers")]
     found: list[Finding] = []
-    for capture in sorted(set(parts_of[0]["capture"])):
+    for capture in sorted(distinct_texts(parts_of[0]["capture"])):
         parts = [t[t["capture"] == capture] for t in parts_of]
         for rule in RULES:
             found.extend(rule(capture, *parts))
@@ -313,7 +315,7 @@ def coverage(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Share of flows, packets, bytes and media seconds per verdict, per capture and service."""
     flows, streams = tables["flows"], tables["streams"]
     rows: list[dict[str, object]] = []
-    for capture in sorted(set(flows["capture"])):
+    for capture in sorted(distinct_texts(flows["capture"])):
         f = _FlowColumns.of(flows[flows["capture"] == capture])
         s = _StreamColumns.of(streams[streams["capture"] == capture])
         stream_service, known = _service_of_flows(s.flow_id, f.flow_id, f.service)

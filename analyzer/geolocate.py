@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analyzer.frames import distinct_texts
 from analyzer.geo import (
     GeoResolver,
     Location,
@@ -88,7 +89,8 @@ def geolocate(tables: dict[str, pd.DataFrame], settings: GeoSettings
         rows = _GeoRows()
         for capture, servers in tables["servers"].groupby("capture", sort=False):
             clients = tables["flows"].loc[tables["flows"]["capture"] == capture, "client_ip"]
-            vantage = vantages[str(capture)] = vantage_for(settings, resolver, list(clients))
+            vantage = vantages[str(capture)] = vantage_for(
+                settings, resolver, distinct_texts(clients))
             rows.add(resolver, vantage, servers, settings.flag_countries)
         servers = pd.concat([tables["servers"], rows.frame(tables["servers"].index)], axis=1)
         return servers, provenance(resolver), {c: _vantage_dict(v) for c, v in vantages.items()}

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from analyzer.frames import distinct_texts
 from analyzer.printable import printable
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def _service_table(analysis: Analysis) -> Table:
     for column in columns if any_guess else columns[:2] + columns[3:]:
         table.add_column(column)
     for service, group in flows.groupby("service"):
-        names = sorted({n for n in group["server_name"] if n})[:3]
+        names = sorted(n for n in distinct_texts(group["server_name"]) if n)[:3]
         count = int(guessed[group.index].sum())
         cells = [shown(str(service)), f"{len(group):,}",
                  f"{int(group['bytes_c2s'].sum() + group['bytes_s2c'].sum()):,}",
