@@ -17,6 +17,7 @@ FEW_NAMES = 8  # names kept in a tuple and searched, before a list with an index
 MAX_DAMAGE_NOTES = 5  # malformed messages described per flow; the rest are counted
 
 Endpoint = tuple[str, int]  # (address text, port)
+_PROTOCOL_SETS: dict[frozenset[str], frozenset[str]] = {}  # each combination seen, once
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,9 @@ class StunFacts:
 class FlowFacts:
     """Everything the slow path has found on one flow (index = FlowTable index)."""
 
-    protocols: set[str] = field(default_factory=set)
+    # (one shared frozen set per distinct combination: a capture's flows have a handful of
+    # them, and a set of each flow's own costs 216 bytes; see `add_protocol`)
+    protocols: frozenset[str] = frozenset()
     # (tuples, replaced when they grow, like the frozen sets below: most flows have none, and
     # four empty lists cost 224 bytes and a quarter of a flow's start-up time)
     evidence: tuple[Evidence, ...] = ()
@@ -116,6 +119,11 @@ class FlowFacts:
         """
         ice = self.stun is not None and len(self.stun.request_directions) == 2
         return self.zoom_p2p or ice or len(self.zrtp_directions) == 2
+
+    def add_protocol(self, name: str) -> None:
+        if name not in self.protocols:
+            grown = self.protocols | {name}
+            self.protocols = _PROTOCOL_SETS.setdefault(grown, grown)
 
     def add_evidence(self, strength: int, service: str, text: str, frame: int = 0) -> None:
         if not any(e.service == service and e.text == text for e in self.evidence):

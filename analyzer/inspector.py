@@ -202,9 +202,9 @@ class Inspector:
         stun_facts.turn |= is_turn
         if msg.method == 1 and msg.msg_class == "request":
             stun_facts.request_directions.add(d)
-        facts.protocols.add("stun")  # TURN is a usage of STUN: a TURN flow shows both
+        facts.add_protocol("stun")  # TURN is a usage of STUN: a TURN flow shows both
         if is_turn:
-            facts.protocols.add("turn")
+            facts.add_protocol("turn")
         for value, bucket in ((msg.software, stun_facts.software), (msg.realm, stun_facts.realm)):
             if value:
                 bucket.add(value)
@@ -244,7 +244,7 @@ class Inspector:
         except DecodeError:
             self.sessions.zoom_p2p_setup(fi, d, frame, ts, data)
             return
-        self.facts[fi].protocols.add("dtls")
+        self.facts[fi].add_protocol("dtls")
         assembler = self.sessions.dtls_assembler(fi, d)
         for record in records:
             if record.content_type == tls.CONTENT_HANDSHAKE and record.epoch == 0:
@@ -262,7 +262,7 @@ class Inspector:
         if facts.dtls is not None and facts.dtls.encrypted_seen:
             return  # one record is enough; later ones cost nothing more
         if dtls.looks_like_dtls(data):
-            facts.protocols.add("dtls")
+            facts.add_protocol("dtls")
             if facts.dtls is None:
                 facts.dtls = HandshakeFacts(protocol="dtls")
             facts.dtls.encrypted_seen = True
@@ -274,7 +274,7 @@ class Inspector:
             self.sessions.discord_ip_discovery(fi, frame, data)
             return
         facts = self.facts[fi]
-        facts.protocols.add("zrtp")
+        facts.add_protocol("zrtp")
         facts.zrtp_messages |= {packet.message_type}
         facts.zrtp_directions |= {d}
         facts.add_evidence(SIGNATURE, "sip", "ZRTP key agreement in the media path (RFC 6189, "
@@ -286,7 +286,7 @@ class Inspector:
             return
         self._quic_seen[fi] = seen + 1
         facts = self.facts[fi]
-        facts.protocols.add("quic")
+        facts.add_protocol("quic")
         if not facts.quic_version:
             with contextlib.suppress(DecodeError):  # version-independent header only
                 facts.quic_version = quic.parse_long_header(data).version

@@ -89,7 +89,7 @@ class SessionRecorder:
         if current is None:
             current = HandshakeFacts(protocol=protocol)
             setattr(facts, protocol, current)
-        facts.protocols.add(protocol)
+        facts.add_protocol(protocol)
         return current
 
     def handshake_message(self, fi: int, d: int, frame: int, ts: float,
@@ -158,7 +158,7 @@ class SessionRecorder:
         if len(data) < 3 or data[0] not in (1, 2) or data[1:3] not in ZOOM_HANDSHAKE_VERSIONS:
             return
         facts = self._facts(fi)
-        facts.protocols.add("zoom")
+        facts.add_protocol("zoom")
         facts.add_evidence(SIGNATURE, "zoom", f"Zoom SFU handshake type {data[0]}", frame)
         if data[0] == 1:
             self._hello_time.setdefault((fi, "zoom"), (ts, frame, d))
@@ -175,7 +175,7 @@ class SessionRecorder:
             return
         facts = self._facts(fi)
         facts.zoom_p2p = True
-        facts.protocols.add("zoom")
+        facts.add_protocol("zoom")
         facts.add_evidence(SIGNATURE, "zoom", "Zoom peer-to-peer setup packet (type 0x1f) "
                            "from an address that did Zoom STUN", frame)
 
@@ -189,7 +189,7 @@ class SessionRecorder:
         if len(data) != 74 or data[:4] not in (b"\x00\x01\x00\x46", b"\x00\x02\x00\x46"):
             return
         facts = self._facts(fi)
-        facts.protocols.add("discord-ip-discovery")
+        facts.add_protocol("discord-ip-discovery")
         kind = "request" if data[1] == 1 else "response"
         facts.add_evidence(SIGNATURE, "discord", f"Discord voice IP discovery {kind}", frame)
 
@@ -202,7 +202,7 @@ class SessionRecorder:
         except DecodeError:
             return
         facts = self._facts(fi)
-        facts.protocols.add("sip")
+        facts.add_protocol("sip")
         what = message.method or f"{message.status_code} response"
         facts.add_evidence(SIGNATURE, "sip", "SIP signalling", frame)
         call_id = message.call_id or ""
@@ -242,7 +242,7 @@ class SessionRecorder:
         except DecodeError:
             return
         facts = self._facts(fi)
-        facts.protocols.add("dns")
+        facts.add_protocol("dns")
         for question in message.questions[:1]:
             facts.add_name(question.name.lower().rstrip("."), "dns-query", frame)
         if not message.is_response:
@@ -288,15 +288,15 @@ class SessionRecorder:
             stream.app, stream.parser = "stun", turn.Rfc4571Splitter()
         elif data[:2] == b"WA" and len(data) > 3 and 1 <= data[2] <= 9:
             stream.app = "whatsapp"
-            self._facts(fi).protocols.add("whatsapp")
+            self._facts(fi).add_protocol("whatsapp")
             self._facts(fi).add_evidence(
                 SIGNATURE, "whatsapp", "WhatsApp 'WA' chat-protocol header on TCP", frame)
         elif data.startswith(HTTP_STARTS):
             stream.app = "http"
-            self._facts(fi).protocols.add("http")
+            self._facts(fi).add_protocol("http")
         elif len(data) >= 5 and data[:2] == b"\x03\x00" and data[4] == Q931_DISCRIMINATOR:
             stream.app = "h323"  # TPKT (RFC 1006) carrying Q.931 / H.225 call signalling
-            self._facts(fi).protocols.add("h323")
+            self._facts(fi).add_protocol("h323")
         elif 53 in (flow.a[2], flow.b[2]):
             stream.app = "dns"
         else:

@@ -469,11 +469,21 @@ class TlsStreamReader:
     """
 
     MAX_BUFFER = 64 * 1024
+    # (one per TLS direction of a capture's flows, which may be hundreds of thousands)
+    __slots__ = (
+        "_handshake",
+        "_record_versions",
+        "_records",
+        "encrypted_seen",
+        "first_alert",
+        "not_tls",
+        "overflowed",
+    )
 
     def __init__(self) -> None:
         self._records = bytearray()
         self._handshake = bytearray()
-        self._record_versions: list[int] = []
+        self._record_versions: tuple[int, ...] = ()
         self.encrypted_seen = False
         self.overflowed = False
         self.not_tls = False
@@ -482,7 +492,7 @@ class TlsStreamReader:
     @property
     def record_versions(self) -> tuple[int, ...]:
         """Distinct record-layer versions, in order of appearance."""
-        return tuple(self._record_versions)
+        return self._record_versions
 
     @property
     def alert_seen(self) -> bool:
@@ -518,7 +528,7 @@ class TlsStreamReader:
         fragment = bytes(self._records[RECORD_HEADER.size:end])
         del self._records[:end]
         if version not in self._record_versions:
-            self._record_versions.append(version)
+            self._record_versions = (*self._record_versions, version)
         return content_type, fragment
 
     def _on_record(self, content_type: int, fragment: bytes) -> list[HandshakeMessage]:
