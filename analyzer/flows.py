@@ -51,15 +51,17 @@ def ipv4_values(endpoints: list[Endpoint]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def address_texts(endpoints: list[Endpoint]) -> list[str]:
-    """`address_text` of many endpoints' addresses at once (IPv4 by Arrow, not one by one)."""
+    """`address_text` of many endpoints' addresses at once (IPv4 by Arrow, not one by one).
+    Equal addresses share one text (a client's address may be on a million flows)."""
     is_v4, value = ipv4_values(endpoints)
     v4 = np.flatnonzero(is_v4)
-    texts = [""] * len(endpoints)
     octets = [pc.cast(pa.array((value[v4] >> np.uint64(shift)) & np.uint64(255)), pa.string())
               for shift in (24, 16, 8, 0)]
-    for i, text in zip(v4.tolist(), pc.binary_join_element_wise(*octets, ".").to_pylist(),
-                       strict=True):
-        texts[i] = text
+    joined = pc.binary_join_element_wise(*octets, ".").dictionary_encode()
+    distinct = np.array([*joined.dictionary.to_pylist(), ""], dtype=object)
+    codes = np.full(len(endpoints), len(distinct) - 1)  # ("": not IPv4, filled in below)
+    codes[v4] = joined.indices.to_numpy()
+    texts: list[str] = distinct[codes].tolist()
     if v4.size < len(endpoints):
         for i in np.setdiff1d(np.arange(len(endpoints)), v4).tolist():
             texts[i] = _ipv6_text(endpoints[i][0], endpoints[i][1])
@@ -91,8 +93,6 @@ class Flow:
     first_frame: int
     first_sender: int  # 0 when A sent the first packet, 1 when B did
     syn_sender: int = -1  # TCP: who sent the SYN (without ACK); -1 if not seen
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    bytes: list[int] = field(default_factory=lambda: [0, 0])
     _texts: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     def address(self, side: int) -> str:
@@ -163,7 +163,8 @@ class FlowTable:
     """All flows of one capture.
 
     Packet, byte and time counters are kept in arrays while batches arrive (one vectorized
-    update per batch) and copied into the `Flow` objects by `settle`, once the capture is read.
+    update per batch). Packets and bytes stay there (`counters`); the last times and SYN
+    senders are copied into the `Flow` objects by `settle`, once the capture is read.
     """
 
     def __init__(self) -> None:
@@ -177,19 +178,24 @@ class FlowTable:
         self._early_bytes: dict[FragmentKey, int] = {}  # fragments before their first
 
     def settle(self) -> None:
-        """Copy the counters into the flows (call when every batch has been through `update`),
-        and give each flow its addresses' text (the tables read them, all at once here)."""
-        packets, wire = self._packets.tolist(), self._bytes.tolist()
+        """Copy the last times and SYN senders into the flows (call when every batch has been
+        through `update`), and give each flow its addresses' text (the tables read them, all at
+        once here). Packets and bytes stay in arrays: `counters`."""
         last_ts, syn = self._last_ts.tolist(), self._syn_sender.tolist()
         unnamed = [flow for flow in self.flows if flow._texts is None]
         texts = address_texts([f.a for f in unnamed] + [f.b for f in unnamed])
         for flow, a, b in zip(unnamed, texts[: len(unnamed)], texts[len(unnamed) :], strict=True):
             flow._texts = (a, b)
         for i, flow in enumerate(self.flows):
-            flow.packets = packets[2 * i : 2 * i + 2]
-            flow.bytes = wire[2 * i : 2 * i + 2]
             flow.last_ts_ns = max(flow.last_ts_ns, last_ts[i])
             flow.syn_sender = syn[i]
+
+    def counters(self) -> tuple[np.ndarray, np.ndarray]:
+        """Packets and frame bytes of each flow (rows) in each direction (columns: A -> B,
+        B -> A)."""
+        n = len(self.flows)
+        self._grow(n)
+        return self._packets[: 2 * n].reshape(n, 2), self._bytes[: 2 * n].reshape(n, 2)
 
     def update(self, cols: PacketColumns, batch: PacketBatch | None = None) -> FlowAssignment:
         """The flows of a batch's packets; with `batch` (its bytes), IP fragments after the

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -199,6 +199,32 @@ COLUMNS: dict[str, dict[str, str]] = {
 TIME_COLUMNS = ("first_seen", "last_seen")  # in the rows: nanoseconds since the epoch
 
 
+Column = np.ndarray | list[Any]  # a table's column: numbers in an array, else Python values
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' own type for a column of texts
+
+
+def _columns_frame(columns: dict[str, Column], table: str) -> pd.DataFrame:
+    """`_frame` of a table given as columns: arrays as they are, lists of texts straight to
+    Arrow, other lists inferred as pandas infers rows."""
+    if not len(next(iter(columns.values()))):
+        return _frame([], table)  # (the empty table's types, as from no rows)
+    frame = pd.DataFrame({name: _column(values) for name, values in columns.items()},
+                         columns=list(COLUMNS[table]))
+    for column in TIME_COLUMNS:
+        if column in frame:
+            ns = frame[column].to_numpy(np.int64)
+            frame[column] = pd.to_datetime(ns, unit="ns", utc=True)
+    return frame
+
+
+def _column(values: Column) -> np.ndarray | pd.Series:
+    if isinstance(values, np.ndarray):
+        return values
+    if all(type(v) is str for v in values):  # (pandas makes the same, ten times slower)
+        return pd.Series(pa.array(values, pa.large_string()), dtype=TEXT)
+    return pd.Series(values)
+
+
 def _frame(rows: Sequence[dict[str, object]] | Sequence[tuple[object, ...]],
            table: str) -> pd.DataFrame:
     """The table from its rows (dicts, or tuples in `COLUMNS` order); its `TIME_COLUMNS`
@@ -220,14 +246,15 @@ def build_tables(capture_name: str, flows: FlowTable, inspector: Inspector,
     for stream in media.streams.values():
         per_flow_streams.setdefault(stream.flow_index, []).append(stream)
     attribution, flow_names = _attribute(flows, inspector, media, capture, per_flow_streams)
-    flow_rows, flow_verdicts = _flow_rows(capture_name, flows, inspector, media, capture,
-                                          attribution, flow_names, per_flow_streams)
+    flow_columns, flow_verdicts = _flow_columns(capture_name, flows, inspector, media,
+                                                capture, attribution, flow_names,
+                                                per_flow_streams)
     stream_rows = [_stream_row(capture_name, flows.flows[s.flow_index], s, media,
                                flow_verdicts[s.flow_index])
                    for s in sorted(media.streams.values(), key=_stream_order)]
     del flow_verdicts  # (a capture may have millions of flows: each step frees what it used)
-    flows_df = _frame(flow_rows, "flows")
-    del flow_rows
+    flows_df = _columns_frame(flow_columns, "flows")
+    del flow_columns
     names = _names_by_server(flows, attribution, flow_names)
     signalling = [{"capture": capture_name, "flow_id": r["flow_index"] + 1,  # type: ignore[operator]
                    **{k: v for k, v in r.items() if k != "flow_index"}}
@@ -255,29 +282,70 @@ def _names_by_server(flows: FlowTable, attribution: list[Attribution],
     return names
 
 
-def _flow_rows(capture_name: str, flows: FlowTable, inspector: Inspector,
-               media: MediaExtractor, capture: CaptureFacts,
-               attribution: list[Attribution], flow_names: list[Names],
-               per_flow_streams: dict[int, list[StreamState]]
-               ) -> tuple[list[tuple[object, ...]], list[Verdict]]:
-    """The flows table's rows, as tuples in `COLUMNS` order (a fifth of a dict's size), and
-    each flow's verdict."""
-    server_names: list[str] = []
-    rows: list[tuple[object, ...]] = []
-    keys: list[str] = []
-    for i, flow in enumerate(flows.flows):
-        row = _flow_row(capture_name, flow, inspector.facts[i], attribution[i], media,
-                        per_flow_streams.get(i, []), flow_names[i])
-        keys = keys or list(row)
-        server_names.append(str(row["server_name"]))
-        rows.append(tuple(row.values()))
+def _flow_columns(capture_name: str, flows: FlowTable, inspector: Inspector,
+                  media: MediaExtractor, capture: CaptureFacts,
+                  attribution: list[Attribution], flow_names: list[Names],
+                  per_flow_streams: dict[int, list[StreamState]]
+                  ) -> tuple[dict[str, Column], list[Verdict]]:
+    """The flows table's columns, and each flow's verdict. The numbers come from the flow
+    table's arrays at once; what needs the flow's facts is made flow by flow."""
+    client_side = np.fromiter((a[0].client_side for a in attribution), np.int64,
+                              len(attribution))
+    decided = [_flow_decisions(flow, inspector.facts[i], attribution[i], media,
+                               per_flow_streams.get(i, []), flow_names[i])
+               for i, flow in enumerate(flows.flows)]
+    parts: dict[str, Column] = {
+        **_flow_numbers(capture_name, flows, client_side),
+        **dict(zip(FLOW_DECISIONS, map(list, zip(*decided, strict=True)) if decided
+                   else ([] for _ in FLOW_DECISIONS), strict=True)),
+    }
+    del decided
+    server_names = cast(list[str], parts["server_name"])
     verdicts = assess.verdicts(assess.flow_views(flows, inspector, media, capture, attribution,
                                                  server_names, per_flow_streams))
-    if verdicts and keys + list(_verdict_columns(verdicts[0])) != list(COLUMNS["flows"]):
-        raise RuntimeError("flow row keys out of COLUMNS order")  # (tuples: by place)
-    for i, verdict in enumerate(verdicts):
-        rows[i] += _verdict_values(verdict)
-    return rows, verdicts
+    parts.update(_verdict_columns(verdicts))
+    if parts.keys() != COLUMNS["flows"].keys():
+        raise RuntimeError("the flows table's columns differ from COLUMNS")
+    return {name: parts[name] for name in COLUMNS["flows"]}, verdicts
+
+
+def _flow_numbers(capture_name: str, flows: FlowTable, client_side: np.ndarray
+                  ) -> dict[str, Column]:
+    """The flows table's columns that are the flow table's numbers (and its addresses),
+    ordered by `client_side` (0: A is the client, 1: B)."""
+    table = flows.flows
+    n = len(table)
+    server_side = 1 - client_side
+    rows = np.arange(n)
+    packets, wire = flows.counters()
+    ports = np.fromiter((p for f in table for p in (f.a[2], f.b[2])), np.int64,
+                        2 * n).reshape(n, 2)
+    first = np.fromiter((f.first_ts_ns for f in table), np.int64, n)
+    last = np.fromiter((f.last_ts_ns for f in table), np.int64, n)
+    sides = client_side.tolist()
+    return {
+        "capture": [capture_name] * n,
+        "flow_id": np.fromiter((f.flow_id for f in table), np.int64, n),
+        "transport": [f.transport for f in table],
+        "client_ip": [f.address(c) for f, c in zip(table, sides, strict=True)],
+        "client_port": ports[rows, client_side],
+        "server_ip": [f.address(1 - c) for f, c in zip(table, sides, strict=True)],
+        "server_port": ports[rows, server_side],
+        "first_seen": first, "last_seen": last,
+        "duration_s": _seconds_between(first, last),
+        "first_frame": np.fromiter((f.first_frame for f in table), np.int64, n),
+        "packets_c2s": packets[rows, client_side], "packets_s2c": packets[rows, server_side],
+        "bytes_c2s": wire[rows, client_side], "bytes_s2c": wire[rows, server_side],
+    }
+
+
+def _seconds_between(first: np.ndarray, last: np.ndarray) -> Column:
+    """(last - first) / 1e9 per flow, as Python's int division rounds it: the same in numpy
+    while the differences fit a double exactly (104 days), else flow by flow."""
+    nanoseconds = last - first
+    if nanoseconds.size and np.abs(nanoseconds).max() >= 2**53:
+        return [a / 1e9 for a in nanoseconds.tolist()]
+    return nanoseconds.astype(np.float64) / 1e9
 
 
 def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
@@ -355,33 +423,29 @@ def _decide(orientation: services.Orientation, evidence: list[Evidence],
     return orientation, top.service, services.describe(evidence, top.service), BASIS[top.strength]
 
 
-def _flow_row(capture_name: str, flow: Flow, facts: FlowFacts,
-              attribution: Attribution, media: MediaExtractor,
-              streams: list[StreamState], names: Names) -> dict[str, object]:
+FLOW_DECISIONS = ("p2p", "orientation", "service", "service_evidence", "service_basis",
+                  "protocols", "media", "server_name", "server_name_source", "tls_version",
+                  "rtt_min_ms", "rtt_evidence", "decode_problems")  # `_flow_decisions`
+
+
+def _flow_decisions(flow: Flow, facts: FlowFacts, attribution: Attribution,
+                    media: MediaExtractor, streams: list[StreamState], names: Names
+                    ) -> tuple[object, ...]:
+    """The `FLOW_DECISIONS` columns of one flow, in that order."""
     orientation, service, evidence_text, basis = attribution
-    c = orientation.client_side
-    s = 1 - c
     name, name_source = _server_name(names)
-    return {
-        "capture": capture_name, "flow_id": flow.flow_id, "transport": flow.transport,
-        "client_ip": flow.address(c), "client_port": flow.port(c),
-        "server_ip": flow.address(s), "server_port": flow.port(s),
-        "p2p": orientation.p2p, "orientation": f"client {orientation.reason}",
-        "first_seen": flow.first_ts_ns, "last_seen": flow.last_ts_ns,
-        "duration_s": (flow.last_ts_ns - flow.first_ts_ns) / 1e9,
-        "first_frame": flow.first_frame,
-        "packets_c2s": flow.packets[c], "packets_s2c": flow.packets[s],
-        "bytes_c2s": flow.bytes[c], "bytes_s2c": flow.bytes[s],
-        "service": service, "service_evidence": evidence_text, "service_basis": basis,
-        "protocols": _protocols(flow, facts, media, streams),
-        "media": "+".join(sorted({k for st in streams for k in media.media_kind(st).split("+")
-                                  if k})) if streams else "",
-        "server_name": name, "server_name_source": name_source,
-        "tls_version": _tls_version(facts),
-        "rtt_min_ms": min(r.rtt_ms for r in facts.rtt) if facts.rtt else math.nan,
-        "rtt_evidence": _rtt_evidence(facts),
-        "decode_problems": _decode_problems(facts),
-    }
+    return (
+        orientation.p2p, f"client {orientation.reason}",
+        service, evidence_text, basis,
+        _protocols(flow, facts, media, streams),
+        "+".join(sorted({k for st in streams for k in media.media_kind(st).split("+")
+                         if k})) if streams else "",
+        name, name_source,
+        _tls_version(facts),
+        min(r.rtt_ms for r in facts.rtt) if facts.rtt else math.nan,
+        _rtt_evidence(facts),
+        _decode_problems(facts),
+    )
 
 
 def _decode_problems(facts: FlowFacts) -> str:
@@ -467,18 +531,18 @@ def _ecb_columns(result: EcbResult | None) -> dict[str, object]:
             "ecb_examples": "; ".join(f"{a}/{b}" for a, b in result.examples)}
 
 
-def _verdict_values(verdict: Verdict) -> tuple[object, ...]:
-    """`_verdict_columns`'s values, in order."""
-    return tuple(_verdict_columns(verdict).values())
-
-
-def _verdict_columns(verdict: Verdict) -> dict[str, object]:
+def _verdict_columns(verdicts: list[Verdict]) -> dict[str, Column]:
+    """The flows table's verdict columns."""
     return {
-        "encryption": verdict.encryption, "encryption_detail": verdict.detail,
-        "encryption_basis": verdict.basis, "key_exchange": verdict.key_exchange,
-        "key_exchange_detail": verdict.key_exchange_detail, "readable_by": verdict.readable_by,
-        "protection": verdict.protection, "protection_note": verdict.protection_note,
-        "weak_reasons": "; ".join(verdict.weak_reasons),
+        "encryption": [v.encryption for v in verdicts],
+        "encryption_detail": [v.detail for v in verdicts],
+        "encryption_basis": [v.basis for v in verdicts],
+        "key_exchange": [v.key_exchange for v in verdicts],
+        "key_exchange_detail": [v.key_exchange_detail for v in verdicts],
+        "readable_by": [v.readable_by for v in verdicts],
+        "protection": [v.protection for v in verdicts],
+        "protection_note": [v.protection_note for v in verdicts],
+        "weak_reasons": ["; ".join(v.weak_reasons) for v in verdicts],
     }
 
 
