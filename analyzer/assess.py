@@ -27,15 +27,16 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
         server = 1 - orientation.client_side
         streams = per_flow_streams.get(i, [])
         sdp = _sdp_entries(flow, streams, media, capture)
+        layout = layouts.get(i, ()) if layouts else ()
         view = FlowView(
             flow_id=flow.flow_id, transport=flow.transport, service=service,
             p2p=orientation.p2p, server=f"{flow.address(server)}:{flow.port(server)}",
             server_name=server_names[i], facts=inspector.facts[i],
-            zoom_legacy="legacy" in layouts.get(i, ()),
-            zoom_encapsulated=bool(layouts.get(i)),
-            srtcp_trailer=bool(srtcp.get((i, 0)) or srtcp.get((i, 1))),
-            rtcp_packets=rtcp.get((i, 0), 0) + rtcp.get((i, 1), 0),
-            sdp=sdp, sdp_cleartext_frames=_sdes_frames(sdp, capture), control_servers=[],
+            zoom_legacy="legacy" in layout, zoom_encapsulated=bool(layout),
+            # (most captures' flows have no RTCP: no look-ups then)
+            srtcp_trailer=bool(srtcp) and bool(srtcp.get((i, 0)) or srtcp.get((i, 1))),
+            rtcp_packets=rtcp.get((i, 0), 0) + rtcp.get((i, 1), 0) if rtcp else 0,
+            sdp=sdp, sdp_cleartext_frames=_sdes_frames(sdp, capture),
         )
         if streams:  # (most flows of a busy capture have none)
             view.media_packets = sum(sum(s.payload_types.values()) for s in streams)
@@ -49,9 +50,9 @@ def flow_views(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
 
 
 def _sdp_entries(flow: Flow, streams: list[StreamState], media: MediaExtractor,
-                 capture: CaptureFacts) -> list[SdpMedia]:
+                 capture: CaptureFacts) -> tuple[SdpMedia, ...]:
     if not capture.sdp_media:
-        return []
+        return ()
     found = [entry for s in streams if (entry := media.sdp_for(s)) is not None]
     if not found:  # e.g. an RTCP-only flow: look up its endpoints directly
         for side in (0, 1):
@@ -59,16 +60,16 @@ def _sdp_entries(flow: Flow, streams: list[StreamState], media: MediaExtractor,
                                        flow.first_frame)
             if entry is not None:
                 found.append(entry)
-    return found
+    return tuple(found)
 
 
-def _sdes_frames(entries: list[SdpMedia], capture: CaptureFacts) -> list[int]:
+def _sdes_frames(entries: tuple[SdpMedia, ...], capture: CaptureFacts) -> tuple[int, ...]:
     """Frames of cleartext SIP messages whose SDP carried SDES keys for these media."""
     calls = {e.call_id for e in entries if e.sdes_suites and not e.over_tls}
     if not calls:
-        return []
-    return sorted({int(str(row["frame"])) for row in capture.sip_messages
-                   if row["sdes_keys"] and row["call_id"] in calls})
+        return ()
+    return tuple(sorted({int(str(row["frame"])) for row in capture.sip_messages
+                         if row["sdes_keys"] and row["call_id"] in calls}))
 
 
 def _add_control_servers(views: list[FlowView], flows: FlowTable) -> None:
@@ -84,8 +85,8 @@ def _add_control_servers(views: list[FlowView], flows: FlowTable) -> None:
         first = flows.flows[view.flow_id - 1].first_frame
         tls = tls_by_service.get(view.service, [])
         before = [v for opened, v in tls if opened < first] or [v for _, v in tls]
-        view.control_servers = [
-            f"{v.server_name or '?'} {v.server} (flow {v.flow_id})" for v in before]
+        view.control_servers = tuple(
+            f"{v.server_name or '?'} {v.server} (flow {v.flow_id})" for v in before)
 
 
 def verdicts(views: list[FlowView], cbc_sha1_is_weak: bool = False) -> list[Verdict]:

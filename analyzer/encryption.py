@@ -9,7 +9,7 @@ signalling, protocol structure, and documented service protocols are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from analyzer.decode.tls import version_name
 from analyzer.decode.tls_registry import (
@@ -72,9 +72,10 @@ class FlowView:
     zoom_encapsulated: bool = False  # packets verified as Zoom's encapsulation
     srtcp_trailer: bool = False
     rtcp_packets: int = 0
-    sdp: list[SdpMedia] = field(default_factory=list)
-    sdp_cleartext_frames: list[int] = field(default_factory=list)  # SIP frames carrying SDES
-    control_servers: list[str] = field(default_factory=list)  # for keys delivered by a service
+    # (tuples: most of a capture's flows have none of these, and share the empty one)
+    sdp: tuple[SdpMedia, ...] = ()
+    sdp_cleartext_frames: tuple[int, ...] = ()  # SIP frames carrying SDES
+    control_servers: tuple[str, ...] = ()  # for keys delivered by a service
     ecb_frames: tuple[tuple[int, int], ...] = ()  # set when ECB was detected on the flow
 
 

@@ -64,6 +64,15 @@ class Inspector:
             KIND_QUIC: self._udp_quic, KIND_SIP: self._udp_sip, KIND_DNS: self._udp_dns,
         }
 
+    def finish(self) -> None:
+        """The capture is read: count the datagrams never completed, and drop the state kept
+        for packets to come (TCP streams, pending handshakes and requests: tens of megabytes
+        on a capture of many flows, which the tables can use instead). `facts` stay."""
+        self.defrag.finish()
+        self.sessions = SessionRecorder(self)
+        self._quic_seen.clear()
+        self._quic = quic.QuicInitialAssembler()
+
     # ------------------------------------------------------------------ selection (vectorized)
 
     def process(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,

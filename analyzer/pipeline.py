@@ -158,8 +158,8 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             if progress is not None and batch.file_read > read:
                 progress(batch.file_read - read)  # file bytes: the bar's total is file sizes
                 read = batch.file_read
+        inspector.finish()
         flows.settle()
-        inspector.defrag.finish()
         if pool is not None:
             pool.finish(media)
         else:

@@ -338,11 +338,16 @@ def _name_evidence(found: list[Evidence], name: str, source: str, frame: int) ->
         found.append(Evidence(NAME, service, f"{source} name {name}", frame))
 
 
-def _port_evidence(flow: Flow) -> list[Evidence]:
+def _port_evidence(flow: Flow) -> tuple[Evidence, ...]:
     index = _port_rule_index()
-    rules = (index.get((flow.transport, flow.port(0)), ())
-             + index.get((flow.transport, flow.port(1)), ()))
-    return [Evidence(PORT, PORT_RULES[i][3], PORT_RULES[i][4]) for i in sorted(set(rules))]
+    rules = (index.get((flow.transport, flow.a[2]), ())
+             + index.get((flow.transport, flow.b[2]), ()))
+    return _rules_evidence(rules) if rules else ()
+
+
+@lru_cache(maxsize=1 << 10)  # (a few combinations of rules; the evidence is frozen)
+def _rules_evidence(rules: tuple[int, ...]) -> tuple[Evidence, ...]:
+    return tuple(Evidence(PORT, PORT_RULES[i][3], PORT_RULES[i][4]) for i in sorted(set(rules)))
 
 
 @lru_cache(maxsize=1)

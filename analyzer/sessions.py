@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from analyzer.decode import dns, dtls, sip, stun, tls, turn
 from analyzer.errors import DecodeError
@@ -25,6 +25,8 @@ Q931_DISCRIMINATOR = 0x08
 ZOOM_PORTS = range(8801, 8811)
 ZOOM_HANDSHAKE_VERSIONS = (b"\x00\x01", b"\x00\x02", b"\x00\x03")  # 00 01 seen in zoom.pcap
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE = 1, 2, 11
+MAX_SHARED_OFFERS = 4096  # distinct offers kept to be shared (a capture has a few dozen)
+T = TypeVar("T", bound=tuple[object, ...])
 StreamParser = tls.TlsStreamReader | sip.SipStreamSplitter | turn.Rfc4571Splitter | \
     turn.StunTcpSplitter
 
@@ -46,6 +48,17 @@ class SessionRecorder:
         self._hello_time: dict[tuple[int, str], tuple[float, int, int]] = {}
         self._syn: dict[int, tuple[float, int, int]] = {}
         self._stun_pending: dict[tuple[int, bytes], tuple[float, int, int]] = {}
+        self._offers: dict[tuple[object, ...], tuple[object, ...]] = {}  # `_shared`
+
+    def _shared(self, offered: T) -> T:
+        """One object for each of the few distinct lists clients offer (cipher suites,
+        versions, ALPN), kept on many flows: a tuple of twenty suites is 200 bytes."""
+        known = self._offers.get(offered)
+        if known is not None:
+            return known  # type: ignore[return-value]
+        if len(self._offers) < MAX_SHARED_OFFERS:
+            self._offers[offered] = offered
+        return offered
 
     def _facts(self, fi: int) -> FlowFacts:
         return self.inspector.facts[fi]
@@ -113,9 +126,10 @@ class SessionRecorder:
             return
         hs.client_hello_frame = frame
         hs.sni = hello.sni or ""
-        hs.offered_versions = hello.supported_versions or (hello.legacy_version,)
-        hs.alpn, hs.offered_suites = hello.alpn, hello.cipher_suites
-        hs.srtp_offered, hs.ech = hello.use_srtp_profiles, hello.ech
+        shared = self._shared
+        hs.offered_versions = shared(hello.supported_versions or (hello.legacy_version,))
+        hs.alpn, hs.offered_suites = shared(hello.alpn), shared(hello.cipher_suites)
+        hs.srtp_offered, hs.ech = shared(hello.use_srtp_profiles), hello.ech
         self._facts(fi).add_name(hs.sni, f"{protocol}-sni", frame)
 
     def _server_hello(self, fi: int, d: int, frame: int, ts: float, body: bytes,

@@ -220,9 +220,20 @@ def _columns_frame(columns: dict[str, Column], table: str) -> pd.DataFrame:
 def _column(values: Column) -> np.ndarray | pd.Series:
     if isinstance(values, np.ndarray):
         return values
-    if all(type(v) is str for v in values):  # (pandas makes the same, ten times slower)
-        return pd.Series(pa.array(values, pa.large_string()), dtype=TEXT)
+    if values and type(values[0]) is str:  # (pandas makes the same, ten times slower)
+        texts = _texts_or_none(values)
+        if texts is not None:
+            return pd.Series(texts, dtype=TEXT)
     return pd.Series(values)
+
+
+def _texts_or_none(values: list[Any]) -> pa.Array | None:
+    """The values as an Arrow text array if they are texts, else None."""
+    try:
+        texts = pa.array(values, pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return None  # (a number, say)
+    return texts  # (a None: missing, as pandas makes it; bytes: never in these tables)
 
 
 def _frame(rows: Sequence[dict[str, object]] | Sequence[tuple[object, ...]],
