@@ -267,6 +267,12 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
     collect = functools.partial(analysis.collect_hashes, hashes) if hashes is not None else None
     with collector_paused(), _stage(show, "writing the tables"):
         write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
+    summary = None
+    if not args.quiet:
+        from analyzer.terminal import summary_text
+
+        summary = summary_text(analysis, args.output, report=not args.no_report)
+    del analysis, collect  # (the report reads the tables' files: their memory goes to it)
     if not args.no_report:
         from dashboards.report import build_report
 
@@ -276,10 +282,8 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         from dashboards.figures import export_figures
 
         export_figures(args.output)
-    if not args.quiet:
-        from analyzer.terminal import print_summary
-
-        print_summary(analysis, args.output)
+    if summary is not None:
+        sys.stdout.write(summary)
     return EXIT_OK
 
 

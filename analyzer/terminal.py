@@ -61,8 +61,17 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-def print_summary(analysis: Analysis, outdir: Path) -> None:
+def summary_text(analysis: Analysis, outdir: Path, report: bool) -> str:
+    """The terminal summary (styled if stdout is a terminal), made now to be printed when the
+    report is written (`report`: it will be): the analysis can be freed before the report is
+    made, which reads the tables from their files."""
     console = _Console()
+    with console.capture() as captured:
+        _print_summary(console, analysis, outdir, report)
+    return captured.get()
+
+
+def _print_summary(console: Console, analysis: Analysis, outdir: Path, report: bool) -> None:
     flows, streams = analysis.flows, analysis.streams
     counts = analysis.summary["counts"]
     assert isinstance(counts, dict)
@@ -98,9 +107,8 @@ def print_summary(analysis: Analysis, outdir: Path) -> None:
     for finding in [f for f in analysis.findings if f["severity"] in ("high", "medium")][:8]:
         colour = "red" if finding["severity"] == "high" else "yellow"
         console.print(f"[{colour}]{finding['severity']}[/]: {shown(str(finding['title']))}")
-    report = outdir / "report.html"
-    where = f"report: {report}" if report.exists() else f"tables written to {outdir}/"
-    console.print(shown(where))
+    where = f"report: {outdir / 'report.html'}" if report else f"tables written to {outdir}/"
+    console.print(shown(where), soft_wrap=True)  # (a path cut in two cannot be pasted)
 
 
 def _service_table(analysis: Analysis) -> Table:

@@ -116,6 +116,20 @@ def test_outputs_and_summary(tmp_path: Path, capture: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_the_summary_ends_with_where_the_results_are(tmp_path: Path, capture: Path) -> None:
+    """It is printed last, after the report is written, and names the report only when this
+    run wrote one (not an older report left in the folder)."""
+    out = tmp_path / "out"
+    result = run("analyze", capture, "-o", out, "--no-hash")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"report: {out / 'report.html'}"
+    assert (out / "report.html").stat().st_size > 0
+    result = run("analyze", capture, "-o", out, "--no-hash", "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert (out / "report.html").exists()  # (the earlier run's)
+    assert result.stdout.splitlines()[-1] == f"tables written to {out}/"
+
+
 @pytest.mark.parametrize("kind", ["arp", "icmp"])
 def test_a_capture_without_tcp_or_udp_gives_empty_tables(tmp_path: Path, kind: str) -> None:
     """No flow at all (a first batch of ARP or ICMP only) is a result, not a crash."""
