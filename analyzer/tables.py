@@ -388,7 +388,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
     for i, flow in enumerate(flows.flows):
         found = services.direct_evidence(flow, 1 - orientation[i].client_side, facts[i],
                                          names[i], by_address, ranges[i])
-        found.extend(_media_evidence(per_flow_streams.get(i, [])))
+        if i in per_flow_streams:  # (most flows carry no media)
+            found.extend(_media_evidence(per_flow_streams[i]))
         evidence.append(found)
         top = services.best([e for e in found if e.strength > services.PORT])
         if top is not None:
@@ -399,6 +400,8 @@ def _attribute(flows: FlowTable, inspector: Inspector, media: MediaExtractor,
         if i in decided and decided[i].strength >= services.NAME and not orientation[i].p2p
     }
     undecided = [i for i in range(len(flows.flows)) if i not in decided]
+    if not capture.learned and not by_server:
+        undecided = []  # (nothing to inherit from: most captures without signalling)
     for _ in range(3):  # inheritance can chain: SIP -> SDP -> RTP, STUN -> TURN -> peer
         still = []
         for i in undecided:
