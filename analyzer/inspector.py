@@ -42,7 +42,6 @@ KIND_STUN, KIND_DTLS, KIND_ZRTP, KIND_QUIC, KIND_SIP, KIND_DNS, KIND_TCP = range
 KIND_UDP_FRAGMENT = 8
 UDP_PORTS_LENGTH = struct.Struct("!HHH")  # source port, destination port, length (then checksum)
 
-Handler = Callable[[int, int, int, float, bytes], None]
 ModeHook = Callable[[int, int], None]  # (batch row, flow index or -1 for any flow)
 
 
@@ -59,10 +58,6 @@ class Inspector:
         # told when a packet may have changed how the media path reads a flow (its protocols,
         # STUN, Zoom P2P facts, or the capture's Zoom STUN clients)
         self.on_mode_inputs: ModeHook | None = None
-        self._handlers: dict[int, Handler] = {
-            KIND_STUN: self._udp_stun, KIND_DTLS: self._udp_dtls, KIND_ZRTP: self._udp_zrtp,
-            KIND_QUIC: self._udp_quic, KIND_SIP: self._udp_sip, KIND_DNS: self._udp_dns,
-        }
 
     def finish(self) -> None:
         """The capture is read: count the datagrams never completed, and drop the state kept
@@ -107,7 +102,7 @@ class Inspector:
             if kind == KIND_TCP:
                 self._tcp_segment(fi, d, frame, ts_ns / 1e9, data, flags, seq)
             else:
-                self._handlers[kind](fi, d, frame, ts_ns / 1e9, data)
+                UDP_HANDLERS[kind](self, fi, d, frame, ts_ns / 1e9, data)
             after = self._mode_inputs(fi)
             if self.on_mode_inputs is not None and after != before:
                 if after[-1] != before[-1]:  # a new Zoom STUN client: any flow may be its
@@ -186,7 +181,7 @@ class Inspector:
                               np.array([len(data)]), np.array([sport]), np.array([dport]))[0])
         if not (kind and data):
             return -1
-        self._handlers[kind](datagram.flow_index, datagram.direction, frame, ts, data)
+        UDP_HANDLERS[kind](self, datagram.flow_index, datagram.direction, frame, ts, data)
         return datagram.flow_index
 
     def _udp_stun(self, fi: int, d: int, frame: int, ts: float, data: bytes) -> None:
@@ -325,6 +320,16 @@ class Inspector:
         if stream.finished or stream.reassembler.full:
             self._tcp_done[fi * 2 + d] = True
 
+
+
+# The slow path's handler of each kind of UDP payload: (inspector, flow index, direction, frame,
+# time, payload). Functions, not the inspector's bound methods: those would make it a reference
+# cycle, which only the cycle collector frees (a capture's whole state, after the analysis).
+UDP_HANDLERS: dict[int, Callable[[Inspector, int, int, int, float, bytes], None]] = {
+    KIND_STUN: Inspector._udp_stun, KIND_DTLS: Inspector._udp_dtls,
+    KIND_ZRTP: Inspector._udp_zrtp, KIND_QUIC: Inspector._udp_quic,
+    KIND_SIP: Inspector._udp_sip, KIND_DNS: Inspector._udp_dns,
+}
 
 def udp_kinds_of(batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
                  ) -> np.ndarray:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -42,7 +43,9 @@ class TcpDirection:
 
 class SessionRecorder:
     def __init__(self, inspector: Inspector) -> None:
-        self.inspector = inspector
+        # (a weak reference: the inspector owns this recorder, and a cycle between them would
+        # leave a capture's whole state to the cycle collector once the analysis is done)
+        self.inspector: Inspector = weakref.proxy(inspector)
         self._tcp: dict[tuple[int, int], TcpDirection] = {}
         self._dtls: dict[tuple[int, int], dtls.DtlsHandshakeAssembler] = {}
         self._hello_time: dict[tuple[int, str], tuple[float, int, int]] = {}

@@ -19,6 +19,8 @@ from scapy.utils import wrpcap
 
 from analyzer.tables import neutralize_formulas
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "analyzer.cli", *map(str, args)],
@@ -306,3 +308,32 @@ def test_an_analysis_gives_the_cycle_collector_back_as_it_found_it(capture: Path
     finally:
         gc.enable()
     assert len(analysis.streams) == 1
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_captures_state_is_freed_when_its_analysis_ends(jobs: int) -> None:
+    """No reference cycle keeps the pipeline's state (flows, slow path, media path) once its
+    tables are made: only the cycle collector would free it, and the steps after (the other
+    captures, geolocation, writing, the report) run with the collector paused. On a capture
+    of 200,000 flows that was 300 MB held to the end."""
+    import gc
+
+    from analyzer.facts import FlowFacts
+    from analyzer.flows import Flow, FlowTable
+    from analyzer.inspector import Inspector
+    from analyzer.media import MediaExtractor
+    from analyzer.pipeline import Settings, analyze_capture
+    from analyzer.sessions import SessionRecorder
+
+    kinds = (Flow, FlowFacts, FlowTable, Inspector, MediaExtractor, SessionRecorder)
+    gc.collect()
+    gc.disable()
+    try:
+        for name in ("webrtc_call.pcapng", "zoom_meeting.pcap", "sip_rtp.pcap"):
+            result = analyze_capture(ROOT / "captures" / name, Settings(jobs=jobs,
+                                                                       hash_captures=False))
+            assert len(result.tables["flows"]) > 0
+            alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+            assert alive == [], name
+    finally:
+        gc.enable()
