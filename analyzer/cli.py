@@ -32,7 +32,7 @@ EXIT_PIPE_CLOSED = 128 + 13  # as a shell reports a tool killed by SIGPIPE (`seq
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Arrow's own allocator (mimalloc) keeps what the tables and the CSV writer free for reuse:
 # 100-130 MB more at the peak on a capture of 200,000 flows, and no faster. The C library's
-# gives it back. Also read before Arrow's first allocation.
+# gives it back. Read by pyarrow at its first allocation, so set here too.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 PROGRESS_MIN_BYTES = 50 * 1024 * 1024
 GC_YOUNG_THRESHOLD = 20_000  # allocations between collections (CPython's default: 700)

@@ -321,7 +321,6 @@ class Inspector:
             self._tcp_done[fi * 2 + d] = True
 
 
-
 # The slow path's handler of each kind of UDP payload: (inspector, flow index, direction, frame,
 # time, payload). Functions, not the inspector's bound methods: those would make it a reference
 # cycle, which only the cycle collector frees (a capture's whole state, after the analysis).
@@ -330,6 +329,7 @@ UDP_HANDLERS: dict[int, Callable[[Inspector, int, int, int, float, bytes], None]
     KIND_ZRTP: Inspector._udp_zrtp, KIND_QUIC: Inspector._udp_quic,
     KIND_SIP: Inspector._udp_sip, KIND_DNS: Inspector._udp_dns,
 }
+
 
 def udp_kinds_of(batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment
                  ) -> np.ndarray:

@@ -222,6 +222,7 @@ def _columns_frame(columns: dict[str, Column], table: str) -> pd.DataFrame:
 
 
 def _column(values: Column) -> np.ndarray | pd.Series:
+    """A column as pandas takes it: an array as it is, texts through Arrow."""
     if isinstance(values, np.ndarray):
         return values
     if values and type(values[0]) is str:  # (pandas makes the same, ten times slower)
@@ -347,20 +348,12 @@ def _flow_numbers(capture_name: str, flows: FlowTable, client_side: np.ndarray
         "server_ip": [f.address(1 - c) for f, c in zip(table, sides, strict=True)],
         "server_port": ports[rows, server_side],
         "first_seen": first, "last_seen": last,
-        "duration_s": _seconds_between(first, last),
+        # (as Python's `int / 1e9`: the difference rounded to a double, then divided)
+        "duration_s": (last - first).astype(np.float64) / 1e9,
         "first_frame": np.fromiter((f.first_frame for f in table), np.int64, n),
         "packets_c2s": packets[rows, client_side], "packets_s2c": packets[rows, server_side],
         "bytes_c2s": wire[rows, client_side], "bytes_s2c": wire[rows, server_side],
     }
-
-
-def _seconds_between(first: np.ndarray, last: np.ndarray) -> Column:
-    """(last - first) / 1e9 per flow, as Python's int division rounds it: the same in numpy
-    while the differences fit a double exactly (104 days), else flow by flow."""
-    nanoseconds = last - first
-    if nanoseconds.size and np.abs(nanoseconds).max() >= 2**53:
-        return [a / 1e9 for a in nanoseconds.tolist()]
-    return nanoseconds.astype(np.float64) / 1e9
 
 
 def _stream_order(stream: StreamState) -> tuple[int, int, int, bool]:
