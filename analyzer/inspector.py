@@ -107,7 +107,8 @@ class Inspector:
             if self.on_mode_inputs is not None and after != before:
                 if after[-1] != before[-1]:  # a new Zoom STUN client: any flow may be its
                     self.on_mode_inputs(row, -1)
-                self.on_mode_inputs(row, fi)
+                if kind != KIND_TCP:  # (the media path reads UDP flows only)
+                    self.on_mode_inputs(row, fi)
 
     def _fragment_row(self, batch: PacketBatch, cols: PacketColumns, assign: FlowAssignment,
                       row: int) -> int:

@@ -364,3 +364,27 @@ def test_the_batch_loop_makes_no_reference_cycles(tmp_path: Path) -> None:
         gc.enable()
     assert garbage["big.pcap"] == garbage["small.pcap"]  # (twenty times the flows)
     assert max(garbage.values()) < 100, garbage
+
+
+def test_the_media_path_keeps_nothing_for_tcp_flows(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the slow path learns of a TCP flow (a TLS handshake) cannot change how the media
+    path reads UDP: the media path is not told, and keeps no state for the flow."""
+    from analyzer.media import MediaExtractor
+    from analyzer.pipeline import Settings, analyze_capture
+    from bench.many_flows import write_capture
+
+    asked: list[int] = []
+    original = MediaExtractor._flow
+
+    def recording(self: MediaExtractor, index: int) -> object:
+        asked.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(MediaExtractor, "_flow", recording)
+    capture = tmp_path / "flows.pcap"
+    write_capture(capture, 400, seed=5)
+    flows = analyze_capture(capture, Settings(jobs=1, hash_captures=False)).tables["flows"]
+    transport = dict(zip(flows["flow_id"] - 1, flows["transport"], strict=True))
+    assert asked and "tcp" in transport.values()
+    assert {transport[i] for i in asked} == {"udp"}
