@@ -14,6 +14,7 @@ parent and sent per payload.
 
 from __future__ import annotations
 
+import gc
 import mmap
 import multiprocessing
 import multiprocessing.queues
@@ -149,6 +150,7 @@ class MediaPool:
 def _worker(inbox: multiprocessing.queues.Queue[Message], conn: Connection, path: str) -> None:
     """A media worker's life: batches until "finish", then its findings (or its error)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    gc.enable()  # (forked while the parent's pipeline pauses it: this process runs on alone)
     try:
         with open(path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)

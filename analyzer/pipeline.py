@@ -101,7 +101,8 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
     own = (CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None
            and not stream else None)
     try:
-        result = _run_pipeline(path, settings, progress, media_workers)
+        with collector_paused():  # (until the pipeline's state is freed: `collector_paused`)
+            result = _run_pipeline(path, settings, progress, media_workers)
         if own is not None:
             result.sha256 = own.digest(Path(path))
         elif settings.hash_captures and not stream:
@@ -146,32 +147,30 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     pool = _media_pool(Path(path), workers, flows, capture) if workers > 0 and mappable(
         Path(path)) else None
     try:
-        with collector_paused():
-            stream = ReadAhead(accounted) if threads > 1 else accounted()
-            for batch, cols, assign, udp_kind in stream:
-                inspector.grow()
-                media.begin(assign, cols)  # the modes as the batch starts, before the slow path
-                inspector.process(batch, cols, assign, udp_kind)
-                if pool is not None:
-                    pool.submit(batch, media.select(batch.buffer, cols, assign))
-                else:
-                    media.process(batch, cols, assign)
-                if progress is not None and batch.file_read > read:
-                    progress(batch.file_read - read)  # file bytes: the bar's total is file sizes
-                    read = batch.file_read
-            inspector.finish()
-            flows.settle()
+        stream = ReadAhead(accounted) if threads > 1 else accounted()
+        for batch, cols, assign, udp_kind in stream:
+            inspector.grow()
+            media.begin(assign, cols)  # the modes as the batch starts, before the slow path
+            inspector.process(batch, cols, assign, udp_kind)
             if pool is not None:
-                pool.finish(media)
+                pool.submit(batch, media.select(batch.buffer, cols, assign))
             else:
-                media.finish()
+                media.process(batch, cols, assign)
+            if progress is not None and batch.file_read > read:
+                progress(batch.file_read - read)  # file bytes: the bar's total is file sizes
+                read = batch.file_read
+        inspector.finish()
+        flows.settle()
+        if pool is not None:
+            pool.finish(media)
+        else:
+            media.finish()
     finally:
         if pool is not None:
             pool.close()
     name = capture_name(Path(path))
-    with collector_paused():
-        tables = build_tables(name, flows, inspector, media, capture)
-        tables["timeline"] = timeline.table(name)
+    tables = build_tables(name, flows, inspector, media, capture)
+    tables["timeline"] = timeline.table(name)
     size = reader.stream_bytes if reader.from_pipe else Path(path).stat().st_size
     digest = reader.stream_sha256()
     result = CaptureResult(reader.info, digest, size, tables, {})
@@ -189,11 +188,12 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off for a while. For the batch loop and the steps after it:
-    they make objects per flow, which live until the step ends or longer, and no reference
-    cycles but a few dozen per run (a test checks it), which the collector frees when it is
-    back on. Collecting meanwhile would only walk the live objects (half a second each, in the
-    loop and after it, on a capture of 200,000 flows)."""
+    """Python's cycle collector off for a while. For a capture's pipeline, from the batch loop
+    until its state is freed, and for the steps after it: they make objects per flow, which
+    live until the step ends or longer, and no reference cycles but a few dozen per run (a
+    test checks it), which the collector frees when it is back on. Collecting meanwhile would
+    only walk the live objects (half a second each, in the loop and after it, on a capture of
+    200,000 flows); so would the first collection after a pause that ends while they live."""
     was_on = gc.isenabled()
     gc.disable()
     try:
