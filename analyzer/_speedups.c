@@ -8,17 +8,21 @@
  * 5. analyzer/packets.py's Gather reads: big-endian values at per-packet positions.
  * 6. The RTP/RTCP finder of analyzer/media.py (find_media): plain RTP, TURN, MS-TURN and Zoom
  *    encapsulations of UDP payloads, their RTP headers decoded, in one pass over their bytes.
+ * 7. The flow keys of analyzer/flows.py (flow_keys).
+ * 8. TLS ClientHellos and DNS messages (analyzer/decode/tls.py parse_client_hello, dns.py
+ *    parse_dns), the usual well-formed ones; Python reads anything else.
  *
  * The Python code (analyzer/capture/formats.py, analyzer/rtpstats.py, analyzer/packets.py,
- * analyzer/decode/zoom.py, analyzer/media.py) is the reference and the fallback, and the tests
- * hold both to the same outputs; analyzer/speedups.py wraps this module. Only the CPython C API
- * is used: arrays come in through the buffer protocol (numpy arrays allocated by the Python
- * side), no numpy headers. The GIL is released while the loops run.
+ * analyzer/decode/zoom.py, analyzer/media.py, analyzer/flows.py, analyzer/decode/tls.py and
+ * dns.py) is the reference and the fallback, and the tests hold both to the same outputs;
+ * analyzer/speedups.py wraps this module. Only the CPython C API is used: arrays come in
+ * through the buffer protocol (numpy arrays allocated by the Python side), no numpy headers.
+ * The GIL is released while the array loops run (not while 8 makes Python objects).
  */
 #define PY_SSIZE_T_CLEAN
 /* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
  * build of another version (a stale in-place build after an edit). */
-#define API_VERSION 5
+#define API_VERSION 6
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -2174,6 +2178,470 @@ static PyObject *spec_names(const ColumnSpec *specs, Py_ssize_t n)
     return name_tuple(names, n);
 }
 
+/* ------------------------------------------------------------------------- handshake parsers */
+/* analyzer/decode/tls.py's parse_client_hello and analyzer/decode/dns.py's parse_dns for the
+ * usual, well-formed messages. Anything else (a short read, an odd length, an unusual
+ * extension layout) gives None, and the Python parser, which is the reference, reads the message
+ * again and says what is wrong: so the error texts stay Python's alone. */
+
+/* A bounds-checked cursor over bytes; `ok` drops to 0 at the first short read and stays 0. */
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t pos, end;
+    int ok;
+} Cursor;
+
+static uint32_t cursor_uint(Cursor *c, Py_ssize_t size)
+{
+    uint32_t value = 0;
+    if (!c->ok || c->end - c->pos < size) {
+        c->ok = 0;
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++)
+        value = value << 8 | c->data[c->pos + i];
+    c->pos += size;
+    return value;
+}
+
+/* The next `size` bytes as a cursor of their own. */
+static Cursor cursor_take(Cursor *c, Py_ssize_t size)
+{
+    Cursor part = {c->data, c->pos, c->pos, c->ok};
+    if (!c->ok || size < 0 || c->end - c->pos < size) {
+        c->ok = part.ok = 0;
+        return part;
+    }
+    part.end = c->pos + size;
+    c->pos += size;
+    return part;
+}
+
+/* A TLS vector: a length of `length_size` bytes, then that many bytes. */
+static Cursor cursor_vector(Cursor *c, Py_ssize_t length_size)
+{
+    Py_ssize_t size = (Py_ssize_t)cursor_uint(c, length_size);
+    return cursor_take(c, size);
+}
+
+static Py_ssize_t cursor_left(const Cursor *c)
+{
+    return c->end - c->pos;
+}
+
+static PyObject *cursor_bytes(const Cursor *c)
+{
+    return PyBytes_FromStringAndSize((const char *)c->data + c->pos, cursor_left(c));
+}
+
+static PyObject *cursor_text(const Cursor *c)
+{
+    return PyUnicode_DecodeUTF8((const char *)c->data + c->pos, cursor_left(c), "replace");
+}
+
+/* RFC 8701's GREASE values: 0x?A?A with both bytes equal. */
+static int is_grease_value(uint32_t value)
+{
+    return (value & 0x0F0F) == 0x0A0A && (value >> 8) == (value & 0xFF);
+}
+
+/* The big-endian uint16 values of an even-length cursor, GREASE left out, as a tuple. */
+static PyObject *uint16_values(const Cursor *c)
+{
+    Py_ssize_t count = 0;
+    for (Py_ssize_t at = c->pos; at + 1 < c->end; at += 2)
+        count += !is_grease_value((uint32_t)c->data[at] << 8 | c->data[at + 1]);
+    PyObject *values = PyTuple_New(count);
+    Py_ssize_t index = 0;
+    for (Py_ssize_t at = c->pos; values != NULL && at + 1 < c->end; at += 2) {
+        uint32_t value = (uint32_t)c->data[at] << 8 | c->data[at + 1];
+        if (is_grease_value(value)) {
+            continue;
+        }
+        PyObject *number = PyLong_FromUnsignedLong(value);
+        if (number == NULL) {
+            Py_CLEAR(values);
+            break;
+        }
+        PyTuple_SET_ITEM(values, index++, number);
+    }
+    return values;
+}
+
+enum { /* extension types (analyzer/decode/tls.py EXT_*) */
+    EXT_SERVER_NAME = 0,
+    EXT_USE_SRTP = 14,
+    EXT_ALPN = 16,
+    EXT_SUPPORTED_VERSIONS = 43,
+    EXT_QUIC_TRANSPORT_PARAMETERS = 57,
+    EXT_QUIC_TRANSPORT_PARAMETERS_DRAFT = 0xFFA5,
+    EXT_ENCRYPTED_CLIENT_HELLO = 0xFE0D,
+};
+
+/* Where a ClientHello's parts are; `usual` is 0 when Python must read it. */
+typedef struct {
+    int usual, dtls, quic, ech;
+    uint32_t legacy_version;
+    Cursor random, session_id, cookie, suites, compression, extensions;
+    Cursor server_name, versions, alpn, srtp_profiles, srtp_mki; /* data: .ok = 0 if absent */
+    Py_ssize_t n_extensions;
+} HelloLayout;
+
+static const Cursor ABSENT = {NULL, 0, 0, 0};
+
+/* Records the first extension of each type read here (a hello may repeat one). */
+static void note_extension(HelloLayout *h, uint32_t type, Cursor data)
+{
+    Cursor *slot = type == EXT_SERVER_NAME ? &h->server_name
+                   : type == EXT_SUPPORTED_VERSIONS ? &h->versions
+                   : type == EXT_ALPN ? &h->alpn
+                   : type == EXT_USE_SRTP ? &h->srtp_profiles : NULL;
+    if (slot != NULL && slot->data == NULL)
+        *slot = data;
+    h->quic |= type == EXT_QUIC_TRANSPORT_PARAMETERS || type == EXT_QUIC_TRANSPORT_PARAMETERS_DRAFT;
+    h->ech |= type == EXT_ENCRYPTED_CLIENT_HELLO;
+}
+
+/* server_name as one host name filling its list (tls.py `_parse_server_name`'s fast path);
+ * narrows the cursor to the name. */
+static int usual_server_name(Cursor *c)
+{
+    Py_ssize_t n = cursor_left(c);
+    if (n <= 5 || c->data[c->pos + 2] != 0)
+        return 0;
+    const uint8_t *p = c->data + c->pos;
+    if (((Py_ssize_t)p[0] << 8 | p[1]) + 2 != n || ((Py_ssize_t)p[3] << 8 | p[4]) + 5 != n)
+        return 0;
+    c->pos += 5;
+    return 1;
+}
+
+/* supported_versions as one list filling the extension (`_parse_client_versions`' fast path);
+ * narrows the cursor to the list. */
+static int usual_versions(Cursor *c)
+{
+    Py_ssize_t n = cursor_left(c);
+    if (n == 0 || c->data[c->pos] + 1 != n || c->data[c->pos] % 2)
+        return 0;
+    c->pos += 1;
+    return 1;
+}
+
+/* ALPN: a list filling the extension, of names filling the list (`_parse_alpn`); narrows the
+ * cursor to the list. */
+static int usual_alpn(Cursor *c)
+{
+    Cursor outer = *c;
+    Cursor names = cursor_vector(&outer, 2);
+    if (!outer.ok || cursor_left(&outer) != 0)
+        return 0;
+    Cursor walk = names;
+    while (walk.ok && cursor_left(&walk) > 0)
+        cursor_vector(&walk, 1);
+    *c = names;
+    return walk.ok;
+}
+
+/* use_srtp: profiles<2..2^16-1> (even length), srtp_mki<0..255>, nothing after
+ * (`_parse_use_srtp`); sets the profiles' and the MKI's cursors. */
+static int usual_use_srtp(HelloLayout *h)
+{
+    Cursor data = h->srtp_profiles;
+    h->srtp_profiles = cursor_vector(&data, 2);
+    h->srtp_mki = cursor_vector(&data, 1);
+    return data.ok && cursor_left(&data) == 0 && cursor_left(&h->srtp_profiles) % 2 == 0;
+}
+
+/* The extensions block: entries filling it exactly (`_parse_extensions`). */
+static int read_extensions(HelloLayout *h, Cursor block)
+{
+    while (block.ok && cursor_left(&block) > 0) {
+        uint32_t type = cursor_uint(&block, 2);
+        Cursor data = cursor_vector(&block, 2);
+        if (!block.ok)
+            return 0;
+        note_extension(h, type, data);
+        h->n_extensions++;
+    }
+    return block.ok;
+}
+
+static HelloLayout client_hello_layout(const uint8_t *data, Py_ssize_t size, int dtls)
+{
+    HelloLayout h = {.dtls = dtls};
+    h.server_name = h.versions = h.alpn = h.srtp_profiles = h.srtp_mki = h.cookie = ABSENT;
+    Cursor c = {data, 0, size, 1};
+    h.legacy_version = cursor_uint(&c, 2);
+    h.random = cursor_take(&c, 32);
+    h.session_id = cursor_vector(&c, 1);
+    if (dtls)
+        h.cookie = cursor_vector(&c, 1);
+    h.suites = cursor_vector(&c, 2);
+    h.compression = cursor_vector(&c, 1);
+    h.extensions = ABSENT;
+    if (c.ok && cursor_left(&c) > 0) {
+        h.extensions = cursor_vector(&c, 2);
+        if (!c.ok || cursor_left(&c) != 0 || !read_extensions(&h, h.extensions))
+            return h;
+    }
+    if (!c.ok || cursor_left(&h.suites) % 2)
+        return h;
+    if (h.server_name.data != NULL && !usual_server_name(&h.server_name))
+        return h;
+    if (h.versions.data != NULL && !usual_versions(&h.versions))
+        return h;
+    if (h.alpn.data != NULL && !usual_alpn(&h.alpn))
+        return h;
+    if (h.srtp_profiles.data != NULL && !usual_use_srtp(&h))
+        return h;
+    h.usual = 1;
+    return h;
+}
+
+/* The extensions as ((type, data bytes), ...), in wire order. */
+static PyObject *extension_tuples(const HelloLayout *h)
+{
+    PyObject *out = PyTuple_New(h->n_extensions);
+    Cursor block = h->extensions;
+    for (Py_ssize_t i = 0; out != NULL && i < h->n_extensions; i++) {
+        uint32_t type = cursor_uint(&block, 2);
+        Cursor data = cursor_vector(&block, 2);
+        PyObject *entry = Py_BuildValue("(IN)", type, cursor_bytes(&data));
+        if (entry == NULL)
+            Py_CLEAR(out);
+        else
+            PyTuple_SET_ITEM(out, i, entry);
+    }
+    return out;
+}
+
+static PyObject *alpn_names(const HelloLayout *h)
+{
+    Py_ssize_t count = 0;
+    for (Cursor walk = h->alpn; walk.data != NULL && cursor_left(&walk) > 0; count++)
+        cursor_vector(&walk, 1);
+    PyObject *out = PyTuple_New(count);
+    Cursor walk = h->alpn;
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        Cursor name = cursor_vector(&walk, 1);
+        PyObject *text = cursor_text(&name);
+        if (text == NULL)
+            Py_CLEAR(out);
+        else
+            PyTuple_SET_ITEM(out, i, text);
+    }
+    return out;
+}
+
+static PyObject *optional(const Cursor *c, PyObject *(*make)(const Cursor *), PyObject *absent)
+{
+    if (c->data == NULL)
+        return Py_NewRef(absent);
+    return make(c);
+}
+
+/* ClientHello's fields in tls.py's order (its `_without_grease` lists without GREASE). */
+static PyObject *client_hello_fields(const HelloLayout *h)
+{
+    static const char empty[1] = "";
+    PyObject *no_mki = PyBytes_FromStringAndSize(empty, 0);
+    if (no_mki == NULL)
+        return NULL;
+    PyObject *out = Py_BuildValue(
+        "(INNNNNNNNNNNOO)", h->legacy_version, cursor_bytes(&h->random),
+        cursor_bytes(&h->session_id),
+        h->dtls ? cursor_bytes(&h->cookie) : Py_NewRef(Py_None),
+        uint16_values(&h->suites), cursor_bytes(&h->compression), extension_tuples(h),
+        optional(&h->server_name, cursor_text, Py_None),
+        h->versions.data != NULL ? uint16_values(&h->versions) : PyTuple_New(0),
+        alpn_names(h),
+        h->srtp_profiles.data != NULL ? uint16_values(&h->srtp_profiles) : PyTuple_New(0),
+        h->srtp_mki.data != NULL ? cursor_bytes(&h->srtp_mki) : Py_NewRef(no_mki),
+        h->quic ? Py_True : Py_False, h->ech ? Py_True : Py_False);
+    Py_DECREF(no_mki);
+    return out;
+}
+
+PyDoc_STRVAR(client_hello_doc,
+"client_hello(body, dtls) -> tuple | None\n\n"
+"A usual, well-formed ClientHello body's fields in analyzer/decode/tls.py ClientHello's order;\n"
+"None for anything Python must read (and report).");
+
+static PyObject *client_hello(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("client_hello", nargs, 2) < 0)
+        return NULL;
+    int dtls = PyObject_IsTrue(args[1]);
+    Py_buffer view;
+    if (dtls < 0 || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    HelloLayout h = client_hello_layout(view.buf, view.len, dtls);
+    PyObject *out = h.usual ? client_hello_fields(&h) : Py_NewRef(Py_None);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+enum { /* DNS (analyzer/decode/dns.py) */
+    DNS_HEADER = 12,
+    DNS_MAX_NAME = 255,
+    DNS_MAX_POINTER_HOPS = 64,
+    DNS_A = 1,
+    DNS_CNAME = 5,
+    DNS_PTR = 12,
+    DNS_AAAA = 28,
+};
+
+/* A possibly compressed name at `offset` (dns.py `_read_name`) as text, labels joined by '.';
+ * sets `after` to the offset after it in place. NULL with no error set when malformed. */
+static PyObject *dns_name(const uint8_t *data, Py_ssize_t size, Py_ssize_t offset,
+                          Py_ssize_t *after)
+{
+    char text[DNS_MAX_NAME + 1];
+    Py_ssize_t end = -1, length = 0, written = 0;
+    for (int hops = 0;;) {
+        if (offset >= size)
+            return NULL;
+        uint8_t tag = data[offset];
+        if ((tag & 0xC0) == 0xC0) {
+            Py_ssize_t target = offset + 2 > size ? offset
+                                : (Py_ssize_t)(tag & 0x3F) << 8 | data[offset + 1];
+            if (target >= offset || hops >= DNS_MAX_POINTER_HOPS)
+                return NULL;
+            end = end < 0 ? offset + 2 : end;
+            hops++;
+            offset = target;
+            continue;
+        }
+        if (tag & 0xC0)
+            return NULL;
+        if (tag == 0)
+            break;
+        length += tag + 1;
+        if (length > DNS_MAX_NAME || offset + 1 + tag > size)
+            return NULL;
+        if (written > 0)
+            text[written++] = '.';
+        memcpy(text + written, data + offset + 1, tag);
+        written += tag;
+        offset += tag + 1;
+    }
+    *after = end >= 0 ? end : offset + 1;
+    return PyUnicode_DecodeUTF8(text, written, "replace");
+}
+
+/* Malformed: Py_None with no error; else a new object, or NULL with an error set. */
+#define DNS_MALFORMED(obj) ((obj) == NULL && !PyErr_Occurred())
+
+static uint32_t be16(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 8 | p[1];
+}
+
+/* The questions as ((name, qtype), ...); moves `offset` past them. */
+static PyObject *dns_questions(const uint8_t *data, Py_ssize_t size, Py_ssize_t count,
+                               Py_ssize_t *offset)
+{
+    PyObject *out = PyTuple_New(count);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        PyObject *name = dns_name(data, size, *offset, offset);
+        PyObject *entry = name == NULL || *offset + 4 > size ? NULL
+                          : Py_BuildValue("(OI)", name, be16(data + *offset));
+        Py_XDECREF(name);
+        if (entry == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        *offset += 4;
+        PyTuple_SET_ITEM(out, i, entry);
+    }
+    return out;
+}
+
+/* An answer record's kept value: an A address as text, an AAAA address as its 16 bytes (dns.py
+ * formats it), a CNAME or PTR target name; Py_None for other types. */
+static PyObject *dns_value(const uint8_t *data, Py_ssize_t size, uint32_t type, Py_ssize_t start,
+                           Py_ssize_t end)
+{
+    Py_ssize_t after;
+    switch (type) {
+    case DNS_A:
+        if (end - start != 4)
+            return NULL;
+        return PyUnicode_FromFormat("%u.%u.%u.%u", (unsigned)data[start],
+                                    (unsigned)data[start + 1], (unsigned)data[start + 2],
+                                    (unsigned)data[start + 3]);
+    case DNS_AAAA:
+        return end - start != 16 ? NULL
+               : PyBytes_FromStringAndSize((const char *)data + start, 16);
+    case DNS_CNAME:
+    case DNS_PTR: {
+        PyObject *name = dns_name(data, size, start, &after);
+        if (name != NULL && after > end)
+            Py_CLEAR(name);
+        return name;
+    }
+    default:
+        return Py_NewRef(Py_None);
+    }
+}
+
+/* The kept answers as [(name, type, ttl, value), ...]; moves `offset` past the records. */
+static PyObject *dns_answers(const uint8_t *data, Py_ssize_t size, Py_ssize_t count,
+                             Py_ssize_t *offset)
+{
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        PyObject *name = dns_name(data, size, *offset, offset), *value = NULL;
+        const uint8_t *tail = data + *offset;
+        Py_ssize_t start = *offset + 10;
+        Py_ssize_t end = name == NULL || start > size ? -1 : start + (Py_ssize_t)be16(tail + 8);
+        if (end >= 0 && end <= size)
+            value = dns_value(data, size, be16(tail), start, end);
+        int failed = value == NULL;
+        if (value != NULL && value != Py_None) {
+            uint32_t ttl = (uint32_t)be16(tail + 4) << 16 | be16(tail + 6);
+            PyObject *entry = Py_BuildValue("(OIkO)", name, be16(tail), (unsigned long)ttl, value);
+            failed = entry == NULL || PyList_Append(out, entry) < 0;
+            Py_XDECREF(entry);
+        }
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        if (failed)
+            Py_CLEAR(out);
+        *offset = end;
+    }
+    return out;
+}
+
+PyDoc_STRVAR(dns_message_doc,
+"dns_message(data) -> tuple | None\n\n"
+"A well-formed DNS message's (id, flags, ((name, qtype), ...), [(name, type, ttl, value), ...])\n"
+"with analyzer/decode/dns.py's kept answers (AAAA values as bytes); None for anything Python\n"
+"must read (and report).");
+
+static PyObject *dns_message(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *data = view.buf;
+    Py_ssize_t size = view.len, offset = DNS_HEADER;
+    PyObject *out = NULL, *questions = NULL, *answers = NULL;
+    if (size >= DNS_HEADER) {
+        questions = dns_questions(data, size, be16(data + 4), &offset);
+        if (questions != NULL)
+            answers = dns_answers(data, size, be16(data + 6), &offset);
+        if (answers != NULL)
+            out = Py_BuildValue("(IIOO)", be16(data), be16(data + 2), questions, answers);
+    }
+    Py_XDECREF(questions);
+    Py_XDECREF(answers);
+    PyBuffer_Release(&view);
+    if (DNS_MALFORMED(out))
+        return Py_NewRef(Py_None);
+    return out;
+}
+
 /* ------------------------------------------------------------------------- module */
 
 typedef struct {
@@ -2322,6 +2790,9 @@ static PyMethodDef methods[] = {
     {"gather_be", (PyCFunction)(void (*)(void))gather_be, METH_FASTCALL, gather_be_doc},
     {"find_media", (PyCFunction)(void (*)(void))find_media, METH_FASTCALL, find_media_doc},
     {"flow_keys", (PyCFunction)(void (*)(void))flow_keys, METH_FASTCALL, flow_keys_doc},
+    {"client_hello", (PyCFunction)(void (*)(void))client_hello, METH_FASTCALL,
+     client_hello_doc},
+    {"dns_message", dns_message, METH_O, dns_message_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,8 +6,10 @@ The pure-Python/numpy code stays the reference and the fallback: when the extens
 The C paths: capture record walkers (analyzer/capture/formats.py), RTP stream statistics
 (analyzer/rtpstats.py), the header decoder (analyzer/packets.py ``decode_batch``), the Zoom
 classifier (analyzer/decode/zoom.py ``zoom_columns``), the big-endian reads of
-analyzer/packets.py's ``Gather``, the RTP/RTCP finder (analyzer/media.py ``find_media``) and
-the flow keys (analyzer/flows.py ``flow_keys``).
+analyzer/packets.py's ``Gather``, the RTP/RTCP finder (analyzer/media.py ``find_media``),
+the flow keys (analyzer/flows.py ``flow_keys``), and the readers of usual TLS ClientHellos and
+DNS messages (analyzer/decode/tls.py ``parse_client_hello``, dns.py ``parse_dns``), which those
+call directly: they give None for anything the Python reader must read.
 
 The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
 buffer protocol, so the extension needs no numpy headers.
@@ -26,7 +28,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 5  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 6  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

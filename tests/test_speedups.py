@@ -22,7 +22,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
@@ -46,6 +46,9 @@ from analyzer.capture.formats import (
     Walker,
 )
 from analyzer.capture.reader import CaptureReader
+from analyzer.decode.dns import DnsMessage, parse_dns
+from analyzer.decode.dns import _message as dns_from_c
+from analyzer.decode.tls import ClientHello, parse_client_hello
 from analyzer.decode.zoom import HEAD_BYTES, MEDIA_KINDS, ZoomColumns, zoom_columns
 from analyzer.flows import FlowTable
 from analyzer.media import MediaScan, RtcpCandidates, RtpPackets, find_media
@@ -58,9 +61,21 @@ from analyzer.rtpstats import (
     StreamStatistics,
     parse_tshark_rtp_streams,
 )
+from tests.test_dns import header as dns_header
+from tests.test_dns import pointer as dns_pointer
+from tests.test_dns import question as dns_question
+from tests.test_dns import record as dns_record
+from tests.test_dns import zoom_cname_response
 from tests.test_packets import CASES, batch_of, mutated_frames, write_pcaps
 from tests.test_reader import big_capture, pcapng_capture, write_pcap
 from tests.test_reader import pcap_records as reader_records
+from tests.test_tls import FULL_CLIENT_EXTENSIONS
+from tests.test_tls import _outcome as tls_outcome
+from tests.test_tls import client_hello_body as tls_client_hello_body
+from tests.test_tls import ext as tls_ext
+from tests.test_tls import sni_ext as tls_sni_ext
+from tests.test_tls import u16s as tls_u16s
+from tests.test_tls import vec as tls_vec
 from tests.test_zoom import SEEDS as ZOOM_SEEDS
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -1438,3 +1453,175 @@ def test_flow_keys_refuse_rows_out_of_range() -> None:
         flows_module.flow_keys(one, np.array([1], dtype=np.int64))  # type: ignore[arg-type]
     with pytest.raises(IndexError):
         flows_module.flow_keys(one, np.array([-1], dtype=np.int64))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- handshake parsers
+
+
+def parsed_both_ways(parse: Callable[[bytes], object], data: bytes) -> object:
+    """What `parse` gives for `data` (or the text of its error) with the C reader and with
+    Python's, asserted equal."""
+    with using(True):
+        fast = tls_outcome(parse, data)
+    with using(False):
+        slow = tls_outcome(parse, data)
+    assert fast == slow
+    return fast
+
+
+GREASE_OR_NOT = st.one_of(st.sampled_from([0x0A0A, 0x3A3A, 0xFAFA, 0x0A1A]),
+                          st.integers(0, 0xFFFF))
+SMALL_BYTES = st.binary(max_size=12)
+
+
+@st.composite
+def client_hello_extension(draw: st.DrawFn) -> bytes:
+    """One extension: the ones the C reader reads, in usual and unusual layouts, or another."""
+    names = st.lists(SMALL_BYTES, max_size=3)
+    choice = draw(st.integers(0, 10))
+    if choice == 0:
+        return tls_sni_ext(draw(st.binary(max_size=20)))
+    if choice == 1:  # server_name: any name type, several names, trailing bytes
+        entries = b"".join(bytes([draw(st.sampled_from([0, 1]))]) + tls_vec(name, 2)
+                           for name in draw(names))
+        return tls_ext(0, tls_vec(entries, 2) + draw(st.sampled_from([b"", b"\x00"])))
+    if choice == 2:
+        listed = b"".join(tls_vec(name, 1) for name in draw(names))  # (trailing bytes: bad)
+        return tls_ext(16, tls_vec(listed, 2) + draw(st.sampled_from([b"", b"", b"\x00"])))
+    if choice == 3:
+        return tls_ext(43, tls_vec(tls_u16s(*draw(st.lists(GREASE_OR_NOT, max_size=4))), 1))
+    if choice == 4:
+        return tls_ext(14, tls_vec(tls_u16s(*draw(st.lists(GREASE_OR_NOT, max_size=3))), 2)
+                       + tls_vec(draw(SMALL_BYTES), 1) + draw(st.sampled_from([b"", b"", b"x"])))
+    if choice == 5:  # ALPN, supported_versions or use_srtp holding any bytes
+        return tls_ext(draw(st.sampled_from([0, 14, 16, 43])), draw(SMALL_BYTES))
+    if choice == 6:  # lists of any length (odd ones are malformed), filling their extension
+        return tls_ext(43, tls_vec(draw(SMALL_BYTES), 1))
+    if choice == 7:
+        return tls_ext(14, tls_vec(draw(SMALL_BYTES), 2) + tls_vec(draw(SMALL_BYTES), 1))
+    return tls_ext(draw(st.sampled_from([57, 0xFFA5, 0xFE0D, 0x1A1A, 23, 65281])),
+                   draw(SMALL_BYTES))
+
+
+@st.composite
+def client_hello_message(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A ClientHello body (TLS or DTLS), well-formed or edited, cut or extended."""
+    dtls = draw(st.booleans())
+    extensions = draw(st.one_of(st.none(), st.lists(client_hello_extension(), max_size=6)))
+    body = bytearray(tls_client_hello_body(
+        None if extensions is None else b"".join(extensions),
+        suites=tuple(draw(st.lists(GREASE_OR_NOT, max_size=5))),
+        cookie=draw(SMALL_BYTES) if dtls else None, session_id=draw(st.binary(max_size=32))))
+    for at, value in draw(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
+                                   max_size=2)):
+        body[at % len(body)] = value
+    cut = draw(st.integers(0, len(body)))
+    return bytes(body[:cut] if draw(st.booleans()) else body + draw(SMALL_BYTES)), dtls
+
+
+@needs_extension
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client_hello_message())
+def test_client_hello_readers_agree(message: tuple[bytes, bool]) -> None:
+    """The C reader of ClientHellos gives what Python's gives, or leaves the hello to it: the
+    same fields, or the same error, on any hello, well-formed or not."""
+    body, dtls = message
+    parsed_both_ways(lambda data: parse_client_hello(data, dtls=dtls), body)
+
+
+@needs_extension
+def test_client_hello_c_reader_reads_the_usual_hellos() -> None:
+    """C reads the usual hellos itself (else the test above could not fail), and leaves the
+    malformed ones and unusual layouts to Python."""
+    assert speedups.native is not None
+    full = tls_client_hello_body(FULL_CLIENT_EXTENSIONS, suites=(0x2A2A, 0x1301))
+    usual = [full, tls_client_hello_body(None), tls_client_hello_body(b""),
+             tls_client_hello_body(FULL_CLIENT_EXTENSIONS, cookie=b"\x01\x02")]
+    for body, dtls in zip(usual, [False, False, False, True], strict=True):
+        fields = speedups.native.client_hello(body, dtls)
+        assert fields is not None
+        with using(False):
+            assert ClientHello(*fields) == parse_client_hello(body, dtls=dtls)
+    two_names = tls_ext(0, tls_vec(b"\x01" + tls_vec(b"a", 2) + b"\x00" + tls_vec(b"b", 2), 2))
+    odd_suites = tls_u16s(0x0303) + bytes(32) + tls_vec(b"", 1) + tls_vec(b"\x13\x01\x00", 2)
+    for body in (full[:-1], full + b"\x00", tls_client_hello_body(two_names),
+                 odd_suites + tls_vec(b"\x00", 1)):
+        assert speedups.native.client_hello(body, False) is None
+
+
+@st.composite
+def dns_message_bytes(draw: st.DrawFn) -> bytes:
+    """A DNS message: questions and answers of the kept types and others, names compressed by
+    pointers to earlier ones (or anywhere), up to past the longest name, with record lengths
+    right or wrong and counts right or wrong; then edited, cut or extended."""
+    labels = st.one_of(st.lists(st.binary(min_size=1, max_size=8), max_size=3),
+                       st.lists(st.binary(min_size=50, max_size=63), min_size=3, max_size=5))
+    message = bytearray(12)
+
+    def name() -> bytes:
+        own = b"".join(bytes([len(label)]) + label for label in draw(labels))
+        if draw(st.booleans()):
+            return own + b"\x00"
+        return own + dns_pointer(draw(st.integers(0, len(message) + len(own) + 2)))
+
+    questions = draw(st.integers(0, 3))
+    for _ in range(questions):
+        message += dns_question(name(), draw(st.sampled_from([1, 28, 5])))
+    answers = draw(st.integers(0, 4))
+    for _ in range(answers):
+        rtype = draw(st.sampled_from([1, 1, 28, 5, 12, 15, 16]))
+        owner = name()
+        if rtype in (5, 12) and draw(st.booleans()):  # the target name in place
+            start = len(message) + len(owner) + 10
+            message += dns_record(owner, rtype, draw(st.integers(0, 2**32 - 1)), b"")
+            target = name()
+            message[start - 2 : start] = struct.pack("!H", draw(st.sampled_from(
+                [len(target), len(target), max(len(target) - 1, 0), len(target) + 1])))
+            message += target
+            continue
+        size = {1: 4, 28: 16}.get(rtype, draw(st.integers(0, 6)))
+        size = draw(st.sampled_from([size, size, size + 1]))
+        message += dns_record(owner, rtype, draw(st.integers(0, 2**32 - 1)),
+                              draw(st.binary(min_size=size, max_size=size)))
+    counts = draw(st.sampled_from([(questions, answers)] * 3 + [(questions + 1, answers),
+                                                                (questions, answers + 1)]))
+    message[:12] = dns_header(draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 0xFFFF)),
+                              *counts)
+    for at, value in draw(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
+                                   max_size=2)):
+        message[at % len(message)] = value
+    if draw(st.booleans()):
+        return bytes(message)
+    cut = draw(st.integers(0, len(message)))
+    return bytes(message[:cut] if draw(st.booleans()) else message + draw(SMALL_BYTES))
+
+
+@needs_extension
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dns_message_bytes())
+def test_dns_readers_agree(data: bytes) -> None:
+    """The C reader of DNS messages gives what Python's gives, or leaves the message to it."""
+    parsed_both_ways(parse_dns, data)
+
+
+@needs_extension
+def test_dns_c_reader_reads_well_formed_messages() -> None:
+    assert speedups.native is not None
+    aaaa = (dns_header(7, 0x8180, 1, 2) + dns_question(b"\x01v\x00", 28)
+            + dns_record(dns_pointer(12), 28, 5, bytes(10) + b"\xff\xff\x01\x02\x03\x04")
+            + dns_record(dns_pointer(12), 15, 5, b"\x00\x01\x00"))
+    for data in (zoom_cname_response(), aaaa, dns_header(1, 0, 0, 0)):
+        parsed = speedups.native.dns_message(data)
+        assert parsed is not None
+        with using(False):
+            assert parse_dns(data) == dns_from_c(*parsed)
+    for data in (zoom_cname_response()[:-1], dns_header(1, 0, 1, 0), b"\x00" * 11):
+        assert speedups.native.dns_message(data) is None
+    for last in (62, 63):  # names of 255 bytes (the longest) and 256, one through a pointer
+        labels = b"".join(bytes([size]) + b"a" * size for size in (63, 63, 63))
+        tail = bytes([last]) + b"b" * last + b"\x00"
+        whole = dns_header(1, 0, 1, 0) + dns_question(labels + tail)
+        split = dns_header(1, 0, 2, 0) + dns_question(tail) + dns_question(labels + dns_pointer(12))
+        for data in (whole, split):
+            assert (speedups.native.dns_message(data) is None) == (last == 63)
+            assert isinstance(parsed_both_ways(parse_dns, data), DnsMessage) == (last == 62)

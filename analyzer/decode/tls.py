@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from analyzer import speedups
 from analyzer.decode.tls_registry import is_grease
 from analyzer.errors import DecodeError
 
@@ -297,6 +298,10 @@ def _decoded(first: dict[int, bytes], ext_type: int, parse: Callable[[bytes], T]
 
 def parse_client_hello(body: bytes, dtls: bool = False) -> ClientHello:
     """ClientHello body, RFC 8446 §4.1.2 (DTLS adds a cookie after the session id)."""
+    if speedups.native is not None:  # (the usual hellos: C reads them, or gives None)
+        fields = speedups.native.client_hello(body, dtls)
+        if fields is not None:
+            return ClientHello(*fields)
     reader = _Reader(body, "ClientHello")
     legacy_version, random = reader.uint(2), reader.take(RANDOM_LEN)
     session_id = reader.vector(1)
