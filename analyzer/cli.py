@@ -247,7 +247,7 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
     gc.disable()  # the imports make objects that live until exit: collecting them is waste
     try:
         from analyzer.pipeline import analyze, collector_paused
-        from analyzer.tables import write_outputs
+        from analyzer.tables import OutputWriter
     finally:
         gc.freeze()  # and spare the collector from walking them later
         # the pipeline makes few reference cycles: collect the young generation less often
@@ -256,17 +256,22 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
     settings = _settings(args)
     total = sum(0 if is_stream(p) else p.stat().st_size for p in args.captures)
     show = not args.quiet and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
-    if show:
-        from analyzer.terminal import progress_bar
+    with OutputWriter(args.output) as writer:  # (tables are written as they become final)
+        if show:
+            from analyzer.terminal import progress_bar
 
-        with progress_bar(total) as advance:
-            analysis = analyze(args.captures, settings, advance, hashes)
-    else:
-        analysis = analyze(args.captures, settings, hashes=hashes)
-    # the hashes finish while the tables are written
-    collect = functools.partial(analysis.collect_hashes, hashes) if hashes is not None else None
-    with collector_paused(), _stage(show, "writing the tables"):
-        write_outputs(analysis.tables, analysis.summary, args.output, analysis.findings, collect)
+            with progress_bar(total) as advance:
+                analysis = analyze(args.captures, settings, advance, hashes, writer.add)
+        else:
+            analysis = analyze(args.captures, settings, hashes=hashes, final=writer.add)
+        # the hashes finish while the tables are written
+        collect = (functools.partial(analysis.collect_hashes, hashes) if hashes is not None
+                   else None)
+        with collector_paused(), _stage(show, "writing the tables"):
+            for name, table in analysis.tables.items():
+                if name not in writer.names:
+                    writer.add(name, table)
+            writer.commit(analysis.summary, analysis.findings, collect)
     summary = None
     if not args.quiet:
         from analyzer.terminal import summary_text

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from analyzer.mediapool import MediaPool
 
 Progress = Callable[[int], None]
+FinalTable = Callable[[str, pd.DataFrame], None]  # (table name, table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,13 +226,16 @@ def _capture_counts(info: CaptureInfo, tables: dict[str, pd.DataFrame]) -> dict[
 
 
 def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settings(),
-            progress: Progress | None = None, hashes: CaptureHashes | None = None) -> Analysis:
+            progress: Progress | None = None, hashes: CaptureHashes | None = None,
+            final: FinalTable | None = None) -> Analysis:
     """Analyze captures (in parallel processes when there are several) into one `Analysis`.
 
     `hashes`: SHA-256s already started by the caller (the CLI starts them before its imports).
     The summary's `sha256` of those captures stays None until the caller's
     `Analysis.collect_hashes`, so that the caller can write the tables while hashing finishes.
     Worker processes hash their own captures.
+    `final`: called with each table that is final before geolocation and the findings, so
+    that the caller can write it meanwhile (`tables.OutputWriter.add`).
     """
     files = [Path(p) for p in paths]
     jobs = settings.jobs or os.cpu_count() or 1
@@ -245,12 +249,12 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
             futures = {f: pool.submit(one, f) for f in pooled}
             here = {f: one(f) for f in files if f not in futures}
             results = [here[f] if f in here else futures[f].result() for f in files]
-        return combine(results, settings)
+        return combine(results, settings, final)
     own = (CaptureHashes([f for f in files if not is_stream(f)])
            if settings.hash_captures and hashes is None else None)
     try:
         results = [analyze_capture(p, settings, progress, hashes or own) for p in files]
-        analysis = combine(results, settings)
+        analysis = combine(results, settings, final)
         if own is not None:
             analysis.collect_hashes(own)
         return analysis
@@ -259,17 +263,23 @@ def analyze(paths: Iterable[str | os.PathLike[str]], settings: Settings = Settin
             own.close()
 
 
-def combine(results: list[CaptureResult], settings: Settings) -> Analysis:
+def combine(results: list[CaptureResult], settings: Settings,
+            final: FinalTable | None = None) -> Analysis:
     with collector_paused():
-        return _combine(results, settings)
+        return _combine(results, settings, final)
 
 
-def _combine(results: list[CaptureResult], settings: Settings) -> Analysis:
+def _combine(results: list[CaptureResult], settings: Settings,
+             final: FinalTable | None) -> Analysis:
     names = results[0].tables.keys() if results else ()
     tables = {  # (one capture's tables as they are: a copy would double the peak)
         name: pd.concat([r.tables[name] for r in results], ignore_index=True)
         if len(results) > 1 else results[0].tables[name] for name in names
     }
+    if final is not None:
+        for name, table in tables.items():
+            if name != "servers":  # (geolocation adds its columns)
+                final(name, table)
     tables["servers"], databases, vantages = geolocate(tables, settings.geo)
     found = findings.findings(tables)
     tables["coverage"] = findings.coverage(tables)

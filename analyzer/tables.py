@@ -6,6 +6,7 @@ generated from it and a test checks that every table has exactly its documented 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -17,7 +18,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -838,34 +839,91 @@ def write_outputs(tables: dict[str, pd.DataFrame], summary: dict[str, object],
                   outdir: Path, findings: list[dict[str, object]] | None = None,
                   before_summary: Callable[[], None] | None = None) -> list[Path]:
     """Write every table as CSV and Parquet, summary.json and findings.json; each file
-    appears atomically. `before_summary` runs once the tables are written, before the summary
-    is (the CLI collects the capture hashes there: they finish while the tables are written);
-    if it raises, nothing appears."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".confscope-", dir=outdir))
-    written = []
-    try:
-        # Parquet on a thread of its own while the CSV files are written: Arrow does most of
-        # both without the GIL
-        with ThreadPoolExecutor(1, thread_name_prefix="confscope-parquet") as parquet:
-            pending = [parquet.submit(_write_parquet, table, staging / f"{name}.parquet")
-                       for name, table in tables.items()]
-            for name, table in tables.items():
-                write_csv(_csv_ready(table), staging / f"{name}.csv")
-            for done in pending:
-                done.result()
+    appears atomically (`OutputWriter`)."""
+    with OutputWriter(outdir) as writer:
+        for name, table in tables.items():
+            writer.add(name, table)
+        return writer.commit(summary, findings, before_summary)
+
+
+class OutputWriter:
+    """An analysis' files, written into a staging folder in `outdir` as its tables become
+    final, and moved into `outdir` together by `commit`. Tables are written on threads, CSV on
+    one and Parquet on another: Arrow and the kernel do most of that without the GIL, so a
+    table is written while the analysis goes on (geolocation, findings). Leaving without a
+    commit (an error) removes what was written, and `outdir` if it was made here and is empty.
+    """
+
+    def __init__(self, outdir: Path) -> None:
+        self._outdir = outdir
+        self._made_outdir = False
+        self._staging: Path | None = None  # (made with the first table: a failed analysis
+        # leaves nothing behind)
+        self._threads = {kind: ThreadPoolExecutor(1, thread_name_prefix=f"confscope-{kind}")
+                         for kind in ("csv", "parquet")}
+        self._pending: list[Future[None]] = []
+        self.names: list[str] = []  # the tables added, in order
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, name: str, table: pd.DataFrame) -> None:
+        """Start writing `table` as `name`.csv and `name`.parquet."""
+        staging = self._staging_folder()
+        self.names.append(name)
+        table = table.copy(deep=False)  # (the threads' own frame of the same columns: the
+        # caller's may go on being read, and pandas may reorganize a frame that is read)
+        self._pending.append(self._threads["parquet"].submit(
+            _write_parquet, table, staging / f"{name}.parquet"))
+        self._pending.append(self._threads["csv"].submit(
+            _write_csv_file, table, staging / f"{name}.csv"))
+
+    def commit(self, summary: dict[str, object], findings: list[dict[str, object]] | None = None,
+               before_summary: Callable[[], None] | None = None) -> list[Path]:
+        """Wait for the tables, write summary.json and findings.json, and move every file into
+        `outdir`. `before_summary` runs once the tables are written, before the summary is (the
+        CLI collects the capture hashes there: they finish while the tables are written); if
+        it raises, nothing appears."""
+        staging = self._staging_folder()
+        for done in self._pending:
+            done.result()
         if before_summary is not None:
             before_summary()
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         if findings is not None:
             document = {"format_version": summary.get("format_version"), "findings": findings}
             (staging / "findings.json").write_text(json.dumps(document, indent=2) + "\n")
+        written = []
         for item in sorted(staging.iterdir()):
-            os.replace(item, outdir / item.name)
-            written.append(outdir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return written
+            os.replace(item, self._outdir / item.name)
+            written.append(self._outdir / item.name)
+        self._made_outdir = False  # (it is the outputs' now)
+        return written
+
+    def close(self) -> None:
+        """Stop the threads (after the table being written) and remove the staging folder."""
+        for threads in self._threads.values():
+            threads.shutdown(wait=True, cancel_futures=True)
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        if self._made_outdir:
+            with contextlib.suppress(OSError):  # (not empty: it holds the outputs)
+                self._outdir.rmdir()
+
+    def _staging_folder(self) -> Path:
+        if self._staging is None:
+            self._made_outdir = not self._outdir.exists()
+            self._outdir.mkdir(parents=True, exist_ok=True)
+            self._staging = Path(tempfile.mkdtemp(prefix=".confscope-", dir=self._outdir))
+        return self._staging
+
+
+def _write_csv_file(table: pd.DataFrame, path: Path) -> None:
+    write_csv(_csv_ready(table), path)
 
 
 CSV_QUOTED_BYTES = b',"\r\n'  # cells with one of these are quoted

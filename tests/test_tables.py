@@ -16,10 +16,11 @@ import pytest
 
 from analyzer import tables as tables_module
 from analyzer.findings import COVERAGE_COLUMNS, VERDICTS, coverage
-from analyzer.pipeline import analyze
+from analyzer.pipeline import Settings, analyze
 from analyzer.tables import (
     COLUMNS,
     ROLE_ORDER,
+    OutputWriter,
     _csv_ready,
     _servers,
     columns_markdown,
@@ -339,3 +340,53 @@ def test_csv_carriage_return_from_a_capture_does_not_split_its_row(tmp_path: Pat
     assert back["flow_id"].tolist() == list(range(len(hostile)))
     with (tmp_path / "t.csv").open(newline="", encoding="utf-8") as f:
         assert [row[0] for row in csv.reader(f)][1:] == hostile
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "captures"
+
+
+def test_tables_handed_over_early_are_final(tmp_path: Path) -> None:
+    """`analyze` hands the tables that are final before geolocation to its caller (the CLI
+    writes them meanwhile): each, when handed over, equals the analysis' table at the end."""
+    handed: dict[str, pd.DataFrame] = {}
+
+    def final(name: str, table: pd.DataFrame) -> None:
+        handed[name] = table.copy(deep=True)
+
+    captures = [SAMPLES / "sip_rtp.pcap", SAMPLES / "geo_cn_rtt.pcap"]
+    analysis = analyze(captures, Settings(jobs=1, hash_captures=False), final=final)
+    assert list(handed) == [name for name in analysis.tables if name in handed]
+    assert set(handed) == set(analysis.tables) - {"servers", "coverage", "findings"}
+    for name, table in handed.items():
+        pd.testing.assert_frame_equal(table, analysis.tables[name])
+
+
+def test_output_writer_leaves_nothing_when_the_analysis_fails(tmp_path: Path) -> None:
+    """Tables written before a failure are removed with their staging folder, and so is an
+    output folder made for them; an output folder that was there stays as it was."""
+    analysis = analyze([SAMPLES / "sip_rtp.pcap"], Settings(jobs=1, hash_captures=False))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for outdir in (tmp_path / "new" / "out", kept):
+        with pytest.raises(RuntimeError, match="geolocation failed"), OutputWriter(outdir) as w:
+            w.add("flows", analysis.flows)
+            assert [p.name for p in outdir.iterdir() if p.name.startswith(".confscope-")]
+            raise RuntimeError("geolocation failed")
+    assert not (tmp_path / "new" / "out").exists()
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_output_writer_commits_every_table_at_once(tmp_path: Path) -> None:
+    analysis = analyze([SAMPLES / "sip_rtp.pcap"], Settings(jobs=1, hash_captures=False))
+    with OutputWriter(tmp_path / "out") as writer:
+        for name, table in analysis.tables.items():
+            writer.add(name, table)
+        assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+        written = writer.commit(analysis.summary, analysis.findings)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(p.name for p in written)
+    assert names == sorted([f"{n}.{kind}" for n in analysis.tables for kind in ("csv", "parquet")]
+                           + ["summary.json", "findings.json"])
+    flows = pd.read_parquet(tmp_path / "out" / "flows.parquet")
+    assert len(flows) == len(analysis.flows) and list(flows.columns) == list(analysis.flows)
