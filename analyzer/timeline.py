@@ -95,10 +95,15 @@ def _per_bin(flow: np.ndarray, second: np.ndarray, wire: np.ndarray,
         used = np.flatnonzero(frames)
         return (used // span, used % span + low, _packets(key, frames, is_packet, cells)[used],
                 np.rint(wire_sum[used]).astype(np.int64))
-    keys, inverse = np.unique(np.stack([flow, second]), axis=1, return_inverse=True)
+    if cells < 1 << 62:  # (one int64 key per packet, in (flow, bin) order: a flat sort)
+        keys, inverse = np.unique(flow * span + (second - low), return_inverse=True)
+        flows, bins = keys // span, keys % span + low
+    else:  # (bins decades apart)
+        pairs, inverse = np.unique(np.stack([flow, second]), axis=1, return_inverse=True)
+        flows, bins = pairs[0], pairs[1]
     inverse = inverse.ravel()
     frames = np.bincount(inverse)
-    return (keys[0], keys[1], _packets(inverse, frames, is_packet, frames.size),
+    return (flows, bins, _packets(inverse, frames, is_packet, frames.size),
             np.bincount(inverse, weights=wire).astype(np.int64))
 
 

@@ -63,6 +63,19 @@ def test_timeline_equals_group_by(packets: int, flows: int, seconds: int, batche
                                   _reference(flow, ts_ns, wire, later))
 
 
+@pytest.mark.parametrize("top_flow", [2**28 - 1, 2**40])
+def test_far_apart_bins_of_far_apart_flows(top_flow: int) -> None:
+    """A batch's (flow, bin) pairs as one int64 key while their grid fits in 2**62 cells,
+    else as pairs: both as the group-by gives them (bins 2**62 ns apart: 146 years)."""
+    flow = np.array([top_flow, 0, top_flow, 5, 0], np.int64)
+    ts_ns = np.array([0, 0, 2**62, 2**62, 2**62 - NS], np.int64)
+    wire = np.array([60, 70, 80, 90, 100], np.int64)
+    timeline = Timeline()
+    timeline.add(_Columns(ts_ns, wire),  # type: ignore[arg-type]
+                 FlowAssignment(flow, np.zeros(flow.size, dtype=np.int8)))
+    pd.testing.assert_frame_equal(timeline.table("c.pcap"), _reference(flow, ts_ns, wire))
+
+
 def test_folding_keeps_the_sums(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(timeline_module, "FOLD_ROWS", 10)
     rng = np.random.default_rng(7)
