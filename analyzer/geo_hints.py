@@ -65,6 +65,7 @@ _NON_COMMERCIAL = re.compile(
     re.IGNORECASE,
 )
 # Zoom server names put the site code right after the vendor prefix: zoom<code>...<n>mmr|zc.
+LABEL_CACHE = 4096  # host labels whose candidate codes are kept
 _ZOOM_HOST = re.compile(r"^zoom([a-z]{3})[a-z]{0,3}\d+(?:mmr|zc)$")
 
 
@@ -323,15 +324,20 @@ def _host_labels(name: str) -> list[str]:
 
 
 def _candidate_codes(name: str) -> list[tuple[str, str]]:
+    return [found for label in _host_labels(name) for found in _label_codes(label)]
+
+
+@functools.lru_cache(maxsize=LABEL_CACHE)
+def _label_codes(label: str) -> tuple[tuple[str, str], ...]:
+    """A label's candidate codes and how each was found (labels repeat: www, api, cdn...)."""
     candidates: list[tuple[str, str]] = []
-    for label in _host_labels(name):
-        zoom = _ZOOM_HOST.match(label)
-        if zoom:
-            candidates.append((zoom.group(1), "zoom host prefix"))
-        parts = [p for p in re.split(r"[^a-z]+", label) if p]
-        how = "label" if parts == [label] else "label part"
-        candidates.extend((p, how) for p in parts if len(p) == 3)
-    return [(code, how) for code, how in candidates if code not in HINT_STOP_WORDS]
+    zoom = _ZOOM_HOST.match(label)
+    if zoom:
+        candidates.append((zoom.group(1), "zoom host prefix"))
+    parts = [p for p in re.split(r"[^a-z]+", label) if p]
+    how = "label" if parts == [label] else "label part"
+    candidates.extend((p, how) for p in parts if len(p) == 3)
+    return tuple((code, how) for code, how in candidates if code not in HINT_STOP_WORDS)
 
 
 def _hint(

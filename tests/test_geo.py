@@ -535,3 +535,16 @@ def test_iata_places_are_airportsdata_commercial_airports_then_cities() -> None:
         found = None if place is None else (place.kind, place.name, place.city, place.country,
                                              place.latitude, place.longitude)
         assert found == places.get(code), code
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789.x :\n\u0663", max_size=16),
+                 st.integers(0, 2**32 - 1).map(lambda v: str(ipaddress.IPv4Address(v)))))
+def test_parsed_text_is_what_ipaddress_writes(ip: str) -> None:
+    """An address geolocation looks up by its text as given, when inet_pton takes it: that is
+    the text ipaddress writes, whatever the string."""
+    try:
+        address, text = geo._parsed(ip)
+    except ConfscopeError:
+        return
+    assert text == str(address)
