@@ -2255,9 +2255,8 @@ static PyObject *uint16_values(const Cursor *c)
     Py_ssize_t index = 0;
     for (Py_ssize_t at = c->pos; values != NULL && at + 1 < c->end; at += 2) {
         uint32_t value = (uint32_t)c->data[at] << 8 | c->data[at + 1];
-        if (is_grease_value(value)) {
+        if (is_grease_value(value))
             continue;
-        }
         PyObject *number = PyLong_FromUnsignedLong(value);
         if (number == NULL) {
             Py_CLEAR(values);
@@ -2283,7 +2282,7 @@ typedef struct {
     int usual, dtls, quic, ech;
     uint32_t legacy_version;
     Cursor random, session_id, cookie, suites, compression, extensions;
-    Cursor server_name, versions, alpn, srtp_profiles, srtp_mki; /* data: .ok = 0 if absent */
+    Cursor server_name, versions, alpn, srtp_profiles, srtp_mki; /* .data NULL: absent */
     Py_ssize_t n_extensions;
 } HelloLayout;
 
