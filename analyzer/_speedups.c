@@ -22,7 +22,7 @@
 #define PY_SSIZE_T_CLEAN
 /* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
  * build of another version (a stale in-place build after an edit). */
-#define API_VERSION 6
+#define API_VERSION 7
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -441,7 +441,10 @@ fail:
 #define SEQ_MODULUS 65536
 #define SEQ_WRAP_GAP 0xFF00
 #define SEQ_UNWRAP_HALF 0x8000
-#define DUPLICATE_WINDOW 65536 /* extended sequence numbers remembered below the highest */
+#define SEEN_WORDS 64 /* the duplicate window's bits, 64 to a word */
+/* extended sequence numbers remembered below the highest: bit e mod DUPLICATE_WINDOW stands for
+ * e (a power of two) */
+#define DUPLICATE_WINDOW (SEEN_WORDS * 64)
 #define TS_HALF 0x80000000u
 #define PAYLOAD_TYPES 128
 
@@ -460,7 +463,7 @@ typedef struct {
     double first_seen, last_seen, time_ms, last_nominal_ms, jitter;
     RunningMean delta, jitter_stats;
     uint64_t payload_types[PAYLOAD_TYPES / 64];
-    uint64_t seen[DUPLICATE_WINDOW / 64]; /* bit (e mod 65536) for e in the window */
+    uint64_t seen[SEEN_WORDS]; /* bit (e mod DUPLICATE_WINDOW) for e in the window */
 } RtpState;
 
 typedef struct {
@@ -485,13 +488,13 @@ static void running_add(RunningMean *r, double value, int64_t index)
 
 static void set_seen(RtpState *s, int64_t extended)
 {
-    uint64_t bit = (uint64_t)extended & 0xFFFF;
+    uint64_t bit = (uint64_t)extended & (DUPLICATE_WINDOW - 1);
     s->seen[bit >> 6] |= 1ull << (bit & 63);
 }
 
 static int was_seen(const RtpState *s, int64_t extended)
 {
-    uint64_t bit = (uint64_t)extended & 0xFFFF;
+    uint64_t bit = (uint64_t)extended & (DUPLICATE_WINDOW - 1);
     return (s->seen[bit >> 6] >> (bit & 63)) & 1;
 }
 
@@ -503,7 +506,7 @@ static void forget_seen(RtpState *s, int64_t first, int64_t count)
         return;
     }
     while (count > 0) {
-        uint64_t bit = (uint64_t)first & 0xFFFF, shift = bit & 63;
+        uint64_t bit = (uint64_t)first & (DUPLICATE_WINDOW - 1), shift = bit & 63;
         int64_t span = smallest(64 - (int64_t)shift, count);
         uint64_t mask = span == 64 ? ~0ull : ((1ull << span) - 1) << shift;
         s->seen[bit >> 6] &= ~mask;
@@ -2656,6 +2659,9 @@ typedef struct {
     {#f "_max", "f8", offsetof(RtpState, f.maximum)},                                             \
     {#f "_min", "f8", offsetof(RtpState, f.minimum)}
 
+#define TEXT(x) #x
+#define TEXT_OF(x) TEXT(x)
+
 static const Field STATE_FIELDS[] = {
     INT_FIELD(packets), INT_FIELD(first_frame), INT_FIELD(last_frame), INT_FIELD(rtp_bytes),
     INT_FIELD(first_timestamp), INT_FIELD(start_seq), INT_FIELD(stop_seq),
@@ -2666,7 +2672,7 @@ static const Field STATE_FIELDS[] = {
     FLOAT_FIELD(last_nominal_ms), FLOAT_FIELD(jitter), RUNNING_FIELDS(delta),
     RUNNING_FIELDS(jitter_stats),
     {"payload_types", "(2,)u8", offsetof(RtpState, payload_types)},
-    {"seen", "(1024,)u8", offsetof(RtpState, seen)},
+    {"seen", "(" TEXT_OF(SEEN_WORDS) ",)u8", offsetof(RtpState, seen)},
 };
 
 static PyObject *state_layout(void)

@@ -49,10 +49,11 @@ printed figure, and the clock-rate name table by the strings in the 4.0.17 binar
   (IPv6) header bytes over a 1 s sliding window), skew and clock drift.
 
 What this module adds, its own definitions (not tshark's): ``duplicates`` (packets whose extended
-sequence number was already seen, looking back at most ``DUPLICATE_WINDOW`` = 65536 numbers below
-the highest seen before, so that the state per stream is bounded; a repeat from further back counts
-as out of order), ``out_of_order`` (other packets whose extended sequence number is below the
-highest seen before), ``bitrate_kbps`` (RTP bytes, header and payload, excluding
+sequence number was already seen, looking back at most ``DUPLICATE_WINDOW`` = 4096 numbers below
+the highest seen before, so that the state per stream is small and bounded; a repeat from further
+back counts as out of order: 4096 packets are seconds of video and a minute of audio, and a
+network duplicate comes at once), ``out_of_order`` (other packets whose extended sequence number
+is below the highest seen before), ``bitrate_kbps`` (RTP bytes, header and payload, excluding
 UDP/IP, times 8 over the stream's duration) and the extended sequence number itself, unwrapped
 per stream as Wireshark's RTP dissector does (nearest to the previous packet's).
 
@@ -127,7 +128,8 @@ SEQ_WRAP_GAP = 0xFF00  # tshark: a step back larger than this is a forward jump 
 SEQ_UNWRAP_HALF = 0x8000  # Wireshark's extended sequence number: nearest to the previous one
 JITTER_DECAY = 15.0 / 16.0
 SEQUENCE_WINDOW = 4096  # packets examined per pass of the sequence-state machine
-DUPLICATE_WINDOW = 65536  # extended sequence numbers below the highest checked for duplicates
+DUPLICATE_WINDOW = 4096  # extended sequence numbers below the highest checked for duplicates
+# (the C state keeps one bit each: 512 bytes a stream)
 PAYLOAD_TYPE_COUNT = 128
 
 

@@ -28,7 +28,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 6  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 7  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

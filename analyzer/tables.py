@@ -121,7 +121,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "expected": "packets expected from the sequence numbers",
         "lost": "expected - received (negative with duplicates), as Wireshark counts it",
         "loss_pct": "lost / expected * 100",
-        "duplicates": "packets whose sequence number was already seen",
+        "duplicates": "packets whose sequence number was already seen (among the 4096 "
+                      "below the highest seen; a repeat from further back is out of order)",
         "out_of_order": "packets that arrived after a later sequence number",
         "jitter_mean_ms": "mean of the RFC 3550 interarrival jitter over the stream, ms",
         "jitter_max_ms": "maximum RFC 3550 interarrival jitter, ms",

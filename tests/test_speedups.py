@@ -416,9 +416,10 @@ def test_long_stream_with_wraps_in_many_batches(native: bool, start_seq: int) ->
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
 def test_duplicates_are_looked_for_within_the_window_only(native: bool) -> None:
-    # Extended numbers 0 1 2 30000 60000 65537 (seq 1), then back to 60000, 30000 and 2 (repeats
-    # at most 65535 below the highest: duplicates) and 1 (65536 below: out of order).
-    seqs = [0, 1, 2, 30000, 60000, 1, 60000, 30000, 2, 1]
+    # Extended numbers 0 1 2 W/2 W-100 W+1 (W: the window), then back to W-100, W/2 and 2
+    # (repeats at most W-1 below the highest: duplicates) and 1 (W below: out of order).
+    window = DUPLICATE_WINDOW
+    seqs = [0, 1, 2, window // 2, window - 100, window + 1, window - 100, window // 2, 2, 1]
     packets = [Packet(0, 100 + 0.02 * i, s, 160 * i, 0, False, 172) for i, s in enumerate(seqs)]
     (got,) = run_set(native, [StreamSetup(None, {})], packets, (4,))
     assert got is not None and (got.duplicates, got.out_of_order) == (3, 1)
@@ -442,13 +443,15 @@ def run_three_ways(native: bool, packets: list[Packet], cuts: tuple[int, ...]) -
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_extension)])
 def test_forward_jumps_forget_the_numbers_they_skip(native: bool) -> None:
-    # 70000 numbers (the window holds the previous lap), then jumps of k; the k - 1 skipped numbers
-    # arrive late (out of order, although their twins 65536 below were seen), then one repeat.
-    jumps, seqs = (2, 3, 63, 64, 65, 129, 1000, 32767), list(range(70_000))
+    # More numbers than the window holds, then jumps of k; the k - 1 skipped numbers arrive late
+    # (out of order, although their twins a window below were seen), then one repeat.
+    window, count = DUPLICATE_WINDOW, DUPLICATE_WINDOW + 4464
+    jumps = (2, 3, 63, 64, 65, 129, 1000, window - 1, window, window + 1, 32767)
+    seqs = list(range(count))
     for k in jumps:
-        top = seqs[-1] if len(seqs) == 70_000 else max(seqs)
+        top = seqs[-1] if len(seqs) == count else max(seqs)
         seqs += [top + k, *range(top + 1, top + k), top + k - 1]
-    got = run_three_ways(native, steady(seqs), (70_001, 71_000))
+    got = run_three_ways(native, steady(seqs), (count + 1, count + 1000))
     assert (got.duplicates, got.out_of_order) == (len(jumps), sum(k - 1 for k in jumps))
 
 
