@@ -2435,13 +2435,6 @@ static PyObject *alpn_names(const HelloLayout *h)
     return out;
 }
 
-static PyObject *optional(const Cursor *c, PyObject *(*make)(const Cursor *), PyObject *absent)
-{
-    if (c->data == NULL)
-        return Py_NewRef(absent);
-    return make(c);
-}
-
 /* ClientHello's fields in tls.py's order (its `_without_grease` lists without GREASE). */
 static PyObject *client_hello_fields(const HelloLayout *h)
 {
@@ -2454,7 +2447,7 @@ static PyObject *client_hello_fields(const HelloLayout *h)
         cursor_bytes(&h->session_id),
         h->dtls ? cursor_bytes(&h->cookie) : Py_NewRef(Py_None),
         uint16_values(&h->suites), cursor_bytes(&h->compression), extension_tuples(h),
-        optional(&h->server_name, cursor_text, Py_None),
+        h->server_name.data != NULL ? cursor_text(&h->server_name) : Py_NewRef(Py_None),
         h->versions.data != NULL ? uint16_values(&h->versions) : PyTuple_New(0),
         alpn_names(h),
         h->srtp_profiles.data != NULL ? uint16_values(&h->srtp_profiles) : PyTuple_New(0),
@@ -2531,14 +2524,6 @@ static PyObject *dns_name(const uint8_t *data, Py_ssize_t size, Py_ssize_t offse
     return PyUnicode_DecodeUTF8(text, written, "replace");
 }
 
-/* Malformed: Py_None with no error; else a new object, or NULL with an error set. */
-#define DNS_MALFORMED(obj) ((obj) == NULL && !PyErr_Occurred())
-
-static uint32_t be16(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 8 | p[1];
-}
-
 /* The questions as ((name, qtype), ...); moves `offset` past them. */
 static PyObject *dns_questions(const uint8_t *data, Py_ssize_t size, Py_ssize_t count,
                                Py_ssize_t *offset)
@@ -2547,7 +2532,7 @@ static PyObject *dns_questions(const uint8_t *data, Py_ssize_t size, Py_ssize_t 
     for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
         PyObject *name = dns_name(data, size, *offset, offset);
         PyObject *entry = name == NULL || *offset + 4 > size ? NULL
-                          : Py_BuildValue("(OI)", name, be16(data + *offset));
+                          : Py_BuildValue("(OI)", name, read_u16(data + *offset, 1));
         Py_XDECREF(name);
         if (entry == NULL) {
             Py_CLEAR(out);
@@ -2596,13 +2581,14 @@ static PyObject *dns_answers(const uint8_t *data, Py_ssize_t size, Py_ssize_t co
         PyObject *name = dns_name(data, size, *offset, offset), *value = NULL;
         const uint8_t *tail = data + *offset;
         Py_ssize_t start = *offset + 10;
-        Py_ssize_t end = name == NULL || start > size ? -1 : start + (Py_ssize_t)be16(tail + 8);
+        Py_ssize_t end = name == NULL || start > size ? -1
+                         : start + (Py_ssize_t)read_u16(tail + 8, 1);
         if (end >= 0 && end <= size)
-            value = dns_value(data, size, be16(tail), start, end);
+            value = dns_value(data, size, read_u16(tail, 1), start, end);
         int failed = value == NULL;
         if (value != NULL && value != Py_None) {
-            uint32_t ttl = (uint32_t)be16(tail + 4) << 16 | be16(tail + 6);
-            PyObject *entry = Py_BuildValue("(OIkO)", name, be16(tail), (unsigned long)ttl, value);
+            PyObject *entry = Py_BuildValue("(OIkO)", name, read_u16(tail, 1),
+                                            (unsigned long)read_u32(tail + 4, 1), value);
             failed = entry == NULL || PyList_Append(out, entry) < 0;
             Py_XDECREF(entry);
         }
@@ -2630,16 +2616,17 @@ static PyObject *dns_message(PyObject *self, PyObject *arg)
     Py_ssize_t size = view.len, offset = DNS_HEADER;
     PyObject *out = NULL, *questions = NULL, *answers = NULL;
     if (size >= DNS_HEADER) {
-        questions = dns_questions(data, size, be16(data + 4), &offset);
+        questions = dns_questions(data, size, read_u16(data + 4, 1), &offset);
         if (questions != NULL)
-            answers = dns_answers(data, size, be16(data + 6), &offset);
+            answers = dns_answers(data, size, read_u16(data + 6, 1), &offset);
         if (answers != NULL)
-            out = Py_BuildValue("(IIOO)", be16(data), be16(data + 2), questions, answers);
+            out = Py_BuildValue("(IIOO)", read_u16(data, 1), read_u16(data + 2, 1), questions,
+                                answers);
     }
     Py_XDECREF(questions);
     Py_XDECREF(answers);
     PyBuffer_Release(&view);
-    if (DNS_MALFORMED(out))
+    if (out == NULL && !PyErr_Occurred())  /* malformed: Python reads it */
         return Py_NewRef(Py_None);
     return out;
 }
