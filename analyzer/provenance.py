@@ -1,6 +1,6 @@
 """The SHA-256 of each capture for summary.json, computed by a low-priority child process.
 
-Hashing costs about a second of CPU per 1.5 GB. The hashes start before the pipeline's heavy
+Hashing costs about 0.9 s of CPU per 1.5 GB. The hashes start before the pipeline's heavy
 imports, in a process at the lowest scheduling priority, so they fill the time in which the
 pipeline leaves a core idle (start-up, table building) instead of competing with it. A process
 and not a thread: a low-priority thread that is preempted while it holds the GIL stalls the
@@ -16,25 +16,58 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 READ_BYTES = 1024 * 1024  # stays in the L2 cache between the read and the hash
+# a mapped window at a time: hashing the page cache in place, without copying it into a
+# buffer first, saves 0.1-0.15 s of CPU per 1.5 GB; unmapping each keeps the RSS at a window
+MAP_BYTES = 16 * 1024 * 1024
 LOWEST_PRIORITY = 19
 ERROR_PREFIX = "error: "
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, window: int = MAP_BYTES) -> str:
+    """The file's SHA-256: of its mapped windows when it is a regular file the system maps,
+    else of what reading it to the end gives. A regular file is hashed up to the size it has
+    when hashing starts, as `CaptureReader` maps it."""
     digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        if not _hash_mapped(handle.fileno(), digest, window):
+            _hash_read(handle, digest)
+    return digest.hexdigest()
+
+
+def _hash_mapped(fd: int, digest: hashlib._Hash, window: int) -> bool:
+    """Hash the regular file `fd` window by window; False when it cannot be mapped (then
+    nothing was hashed). A window that cannot be mapped after the first raises OSError."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return False
+    for offset in range(0, info.st_size, window):
+        try:
+            mapped = mmap.mmap(fd, min(window, info.st_size - offset), access=mmap.ACCESS_READ,
+                               offset=offset)
+        except (OSError, ValueError):
+            if offset:
+                raise
+            return False
+        with mapped:
+            digest.update(mapped)
+    return True
+
+
+def _hash_read(handle: BinaryIO, digest: hashlib._Hash) -> None:
     buffer = bytearray(READ_BYTES)
     view = memoryview(buffer)
-    with path.open("rb", buffering=0) as handle:
-        while got := handle.readinto(buffer):
-            digest.update(view[:got])
-    return digest.hexdigest()
+    while got := handle.readinto(buffer):
+        digest.update(view[:got])
 
 
 class CaptureHashes:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,32 @@ def _write(path: Path, size: int) -> bytes:
 def test_file_sha256_matches_hashlib(tmp_path: Path, size: int) -> None:
     data = _write(tmp_path / "c.pcap", size)
     assert file_sha256(tmp_path / "c.pcap") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("windows", [1, 2, 3])
+@pytest.mark.parametrize("extra", [0, 1, 4095])
+def test_mapped_windows_hash_the_whole_file_without_reading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: int, extra: int) -> None:
+    window = mmap.ALLOCATIONGRANULARITY
+    data = _write(tmp_path / "c.pcap", (windows - 1) * window + max(extra, 1))
+
+    def no_reading(*_: object) -> None:
+        raise AssertionError("a regular file is mapped, not read")
+
+    monkeypatch.setattr(provenance, "_hash_read", no_reading)
+    assert file_sha256(tmp_path / "c.pcap", window) == hashlib.sha256(data).hexdigest()
+
+
+def test_what_cannot_be_mapped_is_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(3 * provenance.READ_BYTES + 5)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        assert file_sha256(fifo) == hashlib.sha256(data).hexdigest()
+    finally:
+        writer.join()
 
 
 def test_hashes_of_several_captures_in_any_order(tmp_path: Path) -> None:
