@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import mmap
 import os
 import stat
@@ -23,7 +24,6 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 READ_BYTES = 1024 * 1024  # stays in the L2 cache between the read and the hash
 # a mapped window at a time: hashing the page cache in place, without copying it into a
@@ -63,7 +63,7 @@ def _hash_mapped(fd: int, digest: hashlib._Hash, window: int) -> bool:
     return True
 
 
-def _hash_read(handle: BinaryIO, digest: hashlib._Hash) -> None:
+def _hash_read(handle: io.FileIO, digest: hashlib._Hash) -> None:
     buffer = bytearray(READ_BYTES)
     view = memoryview(buffer)
     while got := handle.readinto(buffer):
