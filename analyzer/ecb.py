@@ -105,6 +105,8 @@ SAMPLE_SHIFT = np.uint64(60)  # fingerprint >> 60 == 0: 1 window in 16 for the g
 MAX_OFF_GRID_SHARE = 0.5
 MAX_TOP16_SHARE = 0.5
 COUNT_SLICE = 1 << 20
+BUCKET_BITS_OVER_SIZE = 4  # repeat candidates: 16-32 buckets per fingerprint (`_may_repeat`)
+MAX_BUCKET_BITS = 20
 MIN_SKEW_BLOCKS = 32  # distinct sampled windows needed for the byte-skew check
 _HASH_SEED = 0x5EED_ECB
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -467,12 +469,15 @@ def _repeat_groups(fingerprint: np.ndarray, ids: np.ndarray, words: np.ndarray
 
     Fingerprints find the candidates with one sort: each id rides in the low bits of its
     fingerprint (what those bits held only adds candidates, dropped again when the
-    candidates are compared on all 16 bytes)."""
+    candidates are compared on all 16 bytes). `fingerprint` must be a function of the block's
+    value: then only those whose top bits another one shares need sorting (`_may_repeat`), in
+    ciphertext a few per cent of them."""
     if ids.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     id_bits = np.uint64(max(int(ids.max()).bit_length(), 1))
     low = np.uint64((1 << int(id_bits)) - 1)
-    packed = np.sort((fingerprint & ~low) | ids.astype(np.uint64))
+    maybe = _may_repeat(fingerprint)
+    packed = np.sort((fingerprint[maybe] & ~low) | ids[maybe].astype(np.uint64))
     prefix = packed >> id_bits
     same = prefix[1:] == prefix[:-1]
     if not same.any():
@@ -484,6 +489,16 @@ def _repeat_groups(fingerprint: np.ndarray, ids: np.ndarray, words: np.ndarray
     w = words[candidate]
     order = np.lexsort((candidate, w[:, 1], w[:, 0]))
     return _exact_runs(candidate[order], w[order])
+
+
+def _may_repeat(fingerprint: np.ndarray) -> np.ndarray:
+    """Which fingerprints share their top bits with another one: every repeated block (equal
+    blocks have equal fingerprints), and one in 16 to 32 of the others (more past 65,536
+    fingerprints: the buckets' counts stay under 8 MB). One count per fingerprint: sorting
+    them all costs several times more."""
+    bits = min(fingerprint.size.bit_length() + BUCKET_BITS_OVER_SIZE, MAX_BUCKET_BITS)
+    bucket = (fingerprint >> np.uint64(64 - bits)).astype(np.intp)
+    return np.bincount(bucket)[bucket] >= 2
 
 
 def _exact_runs(ids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -557,7 +557,7 @@ def _groups_by_value(ids: np.ndarray, words: np.ndarray) -> list[list[int]]:
     return [sorted(found) for _, found in sorted(by_value.items()) if len(found) >= 2]
 
 
-@pytest.mark.parametrize("fingerprint", ["mixed", "constant", "low-bits-only"])
+@pytest.mark.parametrize("fingerprint", ["mixed", "constant", "low-bits-only", "high-bits-only"])
 def test_repeat_groups_are_exact_whatever_the_fingerprints(fingerprint: str) -> None:
     from analyzer.ecb import _group_starts, _mix, _repeat_groups
 
@@ -567,7 +567,8 @@ def test_repeat_groups_are_exact_whatever_the_fingerprints(fingerprint: str) -> 
         words[::3] = rng.integers(0, 2**63, (len(words[::3]), 2)).astype(np.uint64)
         ids = np.flatnonzero(rng.random(size) < 0.8)
         prints = {"mixed": _mix(words[ids]), "constant": np.zeros(ids.size, np.uint64),
-                  "low-bits-only": _mix(words[ids]) & np.uint64(0xFF)}[fingerprint]
+                  "low-bits-only": _mix(words[ids]) & np.uint64(0xFF),
+                "high-bits-only": _mix(words[ids]) & ~np.uint64(2**60 - 1)}[fingerprint]
         member, label = _repeat_groups(prints, ids, words)
         starts = _group_starts(label)
         found = [group.tolist() for group in np.split(member, starts[1:])] if member.size else []
