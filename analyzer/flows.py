@@ -33,6 +33,7 @@ MAX_FRAGMENTED_DATAGRAMS = 4096  # first fragments remembered for the later ones
 FRAGMENT_HEADER_BYTES = 256  # enough for the IP header and its extension chain
 FragmentKey = tuple[int, int, int, int, int, int]  # (src hi, lo, dst hi, lo, protocol, id)
 Endpoint = tuple[int, int, int]  # (address high 64 bits, low 64 bits, port)
+FlowKey = tuple[int, int, int, int, int, int, int]  # (protocol, *endpoint A, *endpoint B)
 
 
 def address_text(hi: int, lo: int) -> str:
@@ -169,7 +170,7 @@ class FlowTable:
 
     def __init__(self) -> None:
         self.flows: list[Flow] = []
-        self._by_key: dict[tuple[int, ...], int] = {}
+        self._by_key: dict[FlowKey, int] = {}
         self._packets = np.zeros(0, dtype=np.int64)  # per flow * 2 + direction
         self._bytes = np.zeros(0, dtype=np.int64)
         self._last_ts = np.zeros(0, dtype=np.int64)  # per flow
@@ -262,23 +263,23 @@ class FlowTable:
         fields = zip(*(column[rows].tolist() for column in (
             cols.ip_proto, cols.src_hi, cols.src_lo, cols.sport, cols.dst_hi, cols.dst_lo,
             cols.dport, cols.ts_ns, cols.frame)), src_is_a[first].tolist(), strict=True)
-        local_to_flow = np.array([self._lookup(*f) for f in fields], dtype=np.int64)
-        return local_to_flow[codes], (~src_is_a).astype(np.int8)
+        by_key, local_to_flow = self._by_key, []
+        for proto, s_hi, s_lo, sport, d_hi, d_lo, dport, ts_ns, frame, src_is_a_ in fields:
+            ends: FlowKey = ((proto, s_hi, s_lo, sport, d_hi, d_lo, dport) if src_is_a_
+                             else (proto, d_hi, d_lo, dport, s_hi, s_lo, sport))
+            index = by_key.get(ends)
+            local_to_flow.append(self._new_flow(ends, ts_ns, frame, src_is_a_) if index is None
+                                 else index)
+        return np.array(local_to_flow, np.int64)[codes], (~src_is_a).astype(np.int8)
 
-    def _lookup(self, proto: int, src_hi: int, src_lo: int, sport: int, dst_hi: int,
-                dst_lo: int, dport: int, ts_ns: int, frame: int, src_is_a: bool) -> int:
-        src, dst = (src_hi, src_lo, sport), (dst_hi, dst_lo, dport)
-        ep_a, ep_b = (src, dst) if src_is_a else (dst, src)
-        key = (proto, *ep_a, *ep_b)
-        index = self._by_key.get(key)
-        if index is None:
-            index = len(self.flows)
-            self._by_key[key] = index
-            self.flows.append(Flow(
-                flow_id=index + 1, transport="tcp" if proto == PROTO_TCP else "udp",
-                a=ep_a, b=ep_b, first_ts_ns=ts_ns, last_ts_ns=ts_ns, first_frame=frame,
-                first_sender=0 if src_is_a else 1,
-            ))
+    def _new_flow(self, key: FlowKey, ts_ns: int, frame: int, src_is_a: bool) -> int:
+        """A flow for `key`: (protocol, endpoint A's address halves and port, endpoint B's)."""
+        index = self._by_key[key] = len(self.flows)
+        self.flows.append(Flow(
+            flow_id=index + 1, transport="tcp" if key[0] == PROTO_TCP else "udp",
+            a=key[1:4], b=key[4:7], first_ts_ns=ts_ns, last_ts_ns=ts_ns, first_frame=frame,
+            first_sender=0 if src_is_a else 1,
+        ))
         return index
 
     def _count(

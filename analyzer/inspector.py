@@ -90,20 +90,21 @@ class Inspector:
                      cols.ts_ns[rows].tolist(), cols.payload_offset[rows].tolist(),
                      cols.payload_len[rows].tolist(), cols.tcp_flags[rows].tolist(),
                      cols.tcp_seq[rows].tolist(), strict=True)
-        buffer = batch.buffer
+        buffer, facts, clients = batch.buffer, self.facts, self.capture.zoom_stun_clients
         for row, kind, fi, d, frame, ts_ns, start, length, flags, seq in fields:
             if kind == KIND_UDP_FRAGMENT:
                 fi = self._fragment_row(batch, cols, assign, row)
                 if fi >= 0 and self.on_mode_inputs is not None:
                     self.on_mode_inputs(row, fi)
                 continue
-            before = self._mode_inputs(fi)
+            known = facts[fi]  # what the media path's mode of the flow is decided from, before
+            before = (known.stun is not None, known.zoom_p2p, len(known.protocols), len(clients))
             data = buffer[start : start + length].tobytes()
             if kind == KIND_TCP:
                 self._tcp_segment(fi, d, frame, ts_ns / 1e9, data, flags, seq)
             else:
                 UDP_HANDLERS[kind](self, fi, d, frame, ts_ns / 1e9, data)
-            after = self._mode_inputs(fi)
+            after = (known.stun is not None, known.zoom_p2p, len(known.protocols), len(clients))
             if self.on_mode_inputs is not None and after != before:
                 if after[-1] != before[-1]:  # a new Zoom STUN client: any flow may be its
                     self.on_mode_inputs(row, -1)
@@ -118,12 +119,6 @@ class Inspector:
         packet = batch.buffer[int(cols.l3_offset[row]) : end].tobytes()
         return self._udp_fragment(row, cols, packet, (fi, d) if fi >= 0 else None,
                                   int(cols.frame[row]), int(cols.ts_ns[row]) / 1e9)
-
-    def _mode_inputs(self, fi: int) -> tuple[bool, bool, int, int]:
-        """What the media path's mode of flow `fi` is decided from (see MediaExtractor)."""
-        facts = self.facts[fi]
-        return (facts.stun is not None, facts.zoom_p2p, len(facts.protocols),
-                len(self.capture.zoom_stun_clients))
 
     def grow(self) -> None:
         """Facts for the flows the flow table gained."""

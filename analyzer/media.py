@@ -158,10 +158,11 @@ class _FlowPorts:
 
     @classmethod
     def of(cls, flow: Flow) -> _FlowPorts:
-        ports = (flow.a[2], flow.b[2])
-        return cls(flow, no_media=any(p in NOT_MEDIA_PORTS for p in ports),
-                   zoom_server=any(ZOOM_PORTS[0] <= p <= ZOOM_PORTS[1] for p in ports),
-                   turn=any(p in TURN_PORTS for p in ports))
+        a, b = flow.a[2], flow.b[2]
+        low, high = ZOOM_PORTS
+        return cls(flow, no_media=a in NOT_MEDIA_PORTS or b in NOT_MEDIA_PORTS,
+                   zoom_server=low <= a <= high or low <= b <= high,
+                   turn=a in TURN_PORTS or b in TURN_PORTS)
 
     def named_endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
         """(address text, port) of side A and of side B."""

@@ -497,9 +497,11 @@ def _protocols(flow: Flow, facts: FlowFacts, media: MediaExtractor,
                streams: list[StreamState]) -> str:
     found = set(facts.protocols)
     index = flow.flow_id - 1
-    rtcp = any(media.rtcp_packets.get((index, d)) for d in (0, 1))
+    counts = media.rtcp_packets  # (empty in most captures: no look-ups then)
+    rtcp = bool(counts) and bool(counts.get((index, 0)) or counts.get((index, 1)))
     if streams or rtcp:
-        srtcp_trailer = any(media.srtcp_packets.get((index, d)) for d in (0, 1))
+        trailers = media.srtcp_packets
+        srtcp_trailer = bool(trailers.get((index, 0)) or trailers.get((index, 1)))
         secure = srtcp_trailer or _srtp_evidence(facts, media, streams)  # one SRTP context
         if streams:
             found.add("srtp" if secure else "rtp")
