@@ -12,7 +12,6 @@ trailer and read SR/SDES; and only a bounded sample of them per flow.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -29,6 +28,7 @@ from analyzer.decode.rtp import rtp_header_columns
 from analyzer.ecb import EcbDetector, EcbResult
 from analyzer.facts import CaptureFacts, FlowFacts, SdpMedia
 from analyzer.flows import Flow, FlowAssignment, FlowTable
+from analyzer.heldpackets import PROBE_COLUMNS, HeldPackets
 from analyzer.packets import PROTO_UDP, Gather, PacketColumns, uncaptured_udp_bytes
 from analyzer.rtpstats import StreamSet, StreamStatistics
 
@@ -192,8 +192,7 @@ class StreamState:
     clock_rate: int | None = None
     clock_rate_source: str = ""
     set_id: int = -1  # index in MediaExtractor.stream_set once the clock rate is decided
-    pending: list[dict[str, np.ndarray]] = field(default_factory=list)
-    pending_packets: int = 0
+    serial: int = -1  # its number among the streams made (`HeldPackets.new_stream`)
     first_frame: int = 0
     ecb_id: int = -1  # index in the ECB detector, or -1 when not sampled
     confirmed_frame: int = -1  # the frame that made it valid RTP (`_probation`), -1: not yet
@@ -299,6 +298,10 @@ class MediaExtractor:
         self.streams: dict[StreamKey, StreamState] = {}
         self.ecb = EcbDetector(ECB_PACKETS_PER_STREAM, ECB_BYTES_PER_PACKET)
         self.stream_set = StreamSet()
+        # packets of streams whose clock rate is not decided yet (`_hold`)
+        self._held = HeldPackets(CLOCK_PROBE_PACKETS, CLOCK_PROBE_SECONDS,
+                                 MAX_CLOCK_PROBE_PACKETS)
+        self._by_serial: list[StreamState] = []
         self.zoom_layouts: dict[int, set[str]] = {}  # flow index -> verified Zoom layouts
         self._ecb_streams = 0
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
@@ -589,6 +592,8 @@ class MediaExtractor:
     def _new_stream(self, key: int, encap: int) -> StreamState:
         fi, d, fec, ssrc = key >> 34, (key >> 33) & 1, bool((key >> 32) & 1), key & 0xFFFFFFFF
         stream = self.streams[(fi, d, ssrc, fec)] = StreamState(fi, d, ssrc, encap, fec)
+        stream.serial = self._held.new_stream()
+        self._by_serial.append(stream)
         self._stream_keys[key] = stream
         self._flow_streams[fi] = self._flow_streams.get(fi, 0) + 1
         if self._seeds:
@@ -712,22 +717,11 @@ class MediaExtractor:
 
     def _hold(self, states: list[StreamState], codes: np.ndarray,
               columns: dict[str, np.ndarray]) -> None:
-        """Keep the first packets of new streams (`columns`, of streams `codes`) until their
-        clock rate can be decided."""
-        order = np.argsort(codes, kind="stable")
-        bounds = [0, *(np.flatnonzero(np.diff(codes[order])) + 1).tolist(), order.size]
-        ready = []
-        for begin, end in itertools.pairwise(bounds):
-            part = order[begin:end]
-            stream = states[int(codes[part[0]])]
-            stream.first_frame = stream.first_frame or int(columns["frame"][part[0]])
-            closing = _probe_end(stream, columns["arrival_s"][part])
-            if closing >= 0:  # started now, this batch's packets not copied
-                ready.append((stream, part, int(part[closing])))
-            else:
-                stream.pending.append({name: col[part] for name, col in columns.items()})
-                stream.pending_packets += part.size
-        self._start(ready, columns)
+        """Hold the packets (`columns`) of new streams (`codes`) until their clock rate can be
+        decided; start the streams whose window they complete."""
+        closings = self._held.hold(_per_stream(states, "serial")[codes], columns)
+        self._start([(self._by_serial[c.serial], c.rows, c.closing_row) for c in closings],
+                    columns)
 
     def _start(self, ready: list[tuple[StreamState, np.ndarray, int]],
                columns: dict[str, np.ndarray]) -> None:
@@ -742,23 +736,23 @@ class MediaExtractor:
         if not ready:
             return
         for stream, part, closing in ready:
-            ends = _first_and_last(stream, part, closing, columns)
+            ends = _first_and_last(self._held, stream, part, closing, columns)
             stream.first_frame = int(ends["frame"][0])
             sdp = self.sdp_for(stream)
             stream.clock_rate, stream.clock_rate_source = self._clock_rate(sdp, ends)
             inferred = stream.clock_rate if stream.clock_rate_source == INFERRED else None
             stream.set_id = self.stream_set.add_stream(inferred, sdp_clock_rates(sdp))
-        parts = [held for stream, _, _ in ready for held in stream.pending]
-        ids = [np.full(held["frame"].size, stream.set_id)
-               for stream, _, _ in ready for held in stream.pending]
+        set_ids = np.array([stream.set_id for stream, _, _ in ready], np.int64)
+        owner, held = self._held.take(np.array([stream.serial for stream, _, _ in ready],
+                                               np.int64))
+        parts, ids = ([held], [set_ids[owner]]) if owner.size else ([], [])
         fresh = np.concatenate([part for _, part, _ in ready])
         if fresh.size:
             parts.append({name: col[fresh] for name, col in columns.items()})
             ids.extend(np.full(part.size, stream.set_id) for stream, part, _ in ready)
-        self.stream_set.update(np.concatenate(ids), **{
-            name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
-        for stream, _, _ in ready:
-            stream.pending, stream.pending_packets = [], 0
+        if parts:
+            self.stream_set.update(np.concatenate(ids), **{
+                name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
 
     def finish(self) -> None:
         """After the last batch: drop what nothing confirmed as media, start the streams still
@@ -766,7 +760,8 @@ class MediaExtractor:
         self._drop_unconfirmed()
         for stream in self.streams.values():
             stream.probation_samples = None
-        held = [(s, _NO_ROWS, -1) for s in self.streams.values() if s.set_id < 0 and s.pending]
+        held = [(s, _NO_ROWS, -1) for s in self.streams.values()
+                if s.set_id < 0 and self._held.count[s.serial] > 0]
         self._start(held, {})
 
     def _drop_unconfirmed(self) -> None:
@@ -1055,28 +1050,16 @@ def _stream_columns(cols: MediaWork, packets: RtpPackets, rtp_bytes: np.ndarray,
 
 
 _NO_ROWS = np.zeros(0, np.int64)
-_CLOCK_PROBE_COLUMNS = ("frame", "payload_type", "arrival_s", "timestamp")
-
-
-def _probe_end(stream: StreamState, arrival_s: np.ndarray) -> int:
-    """Which of these next packets of a stream (their arrival times) completes its clock-rate
-    window, else -1."""
-    start = stream.pending[0]["arrival_s"][0] if stream.pending else arrival_s[0]
-    count = stream.pending_packets + np.arange(1, arrival_s.size + 1)
-    done = (count >= CLOCK_PROBE_PACKETS) & ((arrival_s - start >= CLOCK_PROBE_SECONDS)
-                                             | (count >= MAX_CLOCK_PROBE_PACKETS))
-    return int(np.argmax(done)) if done.any() else -1
-
-
-def _first_and_last(stream: StreamState, part: np.ndarray, closing: int,
+def _first_and_last(held: HeldPackets, stream: StreamState, part: np.ndarray, closing: int,
                     columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The first packet of a stream's clock-rate window and its last (when another): the row
     `closing` of `columns`, which completed the window, else the last one held."""
-    total = stream.pending_packets + part.size
+    count = int(held.count[stream.serial])
+    total = count + part.size
     ends = {}
-    for name in _CLOCK_PROBE_COLUMNS:
-        first = stream.pending[0][name][0] if stream.pending else columns[name][part[0]]
-        last = columns[name][closing] if closing >= 0 else stream.pending[-1][name][-1]
+    for name in PROBE_COLUMNS:
+        first = held.first[name][stream.serial] if count else columns[name][part[0]]
+        last = columns[name][closing] if closing >= 0 else held.last[name][stream.serial]
         ends[name] = np.array([first, last] if total > 1 else [first])
     return ends
 
