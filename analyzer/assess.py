@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
-from analyzer.encryption import FlowView, Verdict, assess_flow
+from analyzer.encryption import CONTROL_SERVERS_SHOWN, FlowView, Verdict, assess_flow
 from analyzer.facts import CaptureFacts, SdpMedia
 
 if TYPE_CHECKING:
@@ -84,7 +85,10 @@ def _add_control_servers(views: list[FlowView], flows: FlowTable) -> None:
             continue
         first = flows.flows[view.flow_id - 1].first_frame
         tls = tls_by_service.get(view.service, [])
-        before = [v for opened, v in tls if opened < first] or [v for _, v in tls]
+        # the first few are named (a busy capture has thousands of such flows for each)
+        before = list(itertools.islice((v for opened, v in tls if opened < first),
+                                       CONTROL_SERVERS_SHOWN)) or [
+            v for _, v in tls[:CONTROL_SERVERS_SHOWN]]
         view.control_servers = tuple(
             f"{v.server_name or '?'} {v.server} (flow {v.flow_id})" for v in before)
 

@@ -27,6 +27,7 @@ OLD_DTLS = {0xFEFF, 0x0100}  # DTLS 1.0 and OpenSSL's pre-standard number
 BROKEN_SUITE_REASONS = {"export", "anon", "null-cipher", "null-mac", "rc4", "des", "3des", "rc2",
                         "md5"}
 SDES_NO_CONFIDENTIALITY = "UNENCRYPTED_SRTP"
+CONTROL_SERVERS_SHOWN = 4  # candidate key-delivery servers named in a verdict
 
 # Services whose media encryption is documented as mandatory, with what the documents say.
 SERVICE_MEDIA_PROTOCOLS = {
@@ -75,7 +76,8 @@ class FlowView:
     # (tuples: most of a capture's flows have none of these, and share the empty one)
     sdp: tuple[SdpMedia, ...] = ()
     sdp_cleartext_frames: tuple[int, ...] = ()  # SIP frames carrying SDES
-    control_servers: tuple[str, ...] = ()  # for keys delivered by a service
+    # for keys delivered by a service: the first CONTROL_SERVERS_SHOWN candidates
+    control_servers: tuple[str, ...] = ()
     ecb_frames: tuple[tuple[int, int], ...] = ()  # set when ECB was detected on the flow
 
 
@@ -321,7 +323,8 @@ def _zoom(view: FlowView, cbc: bool) -> Verdict | None:
 def _service_keys(view: FlowView) -> tuple[str, str, str, str, str]:
     """Key exchange for media whose keys the service's own servers hand out."""
     if view.service == "zoom":
-        servers = "; ".join(view.control_servers[:4]) or "not seen in this capture"
+        servers = ("; ".join(view.control_servers[:CONTROL_SERVERS_SHOWN])
+                   or "not seen in this capture")
         return ("service-control-tls",
                 f"meeting key delivered by Zoom's servers over TLS; candidates: {servers}",
                 "Zoom's servers (they generate the meeting key) and the participants",

@@ -231,3 +231,34 @@ def test_every_finding_says_what_would_refute_it() -> None:
 def test_every_verdict_has_a_sample() -> None:
     verdicts = {v for name in MANIFEST["files"] for v in run(name).flows["encryption"]}
     assert verdicts == {"cleartext", "weak", "encrypted", "unknown"}
+
+
+@pytest.mark.parametrize("opened_before", [0, 2, 4, 9])
+def test_zoom_control_servers_are_the_first_tls_flows_opened_before_the_media(
+        opened_before: int) -> None:
+    """The first CONTROL_SERVERS_SHOWN of the service's TLS flows opened before the media
+    flow, in flow order; without any, the first of them all."""
+    from analyzer.assess import _add_control_servers
+    from analyzer.encryption import CONTROL_SERVERS_SHOWN, FlowView
+    from analyzer.facts import FlowFacts, HandshakeFacts
+    from analyzer.flows import Flow, FlowTable
+
+    table, views = FlowTable(), []
+    frames = [10 * i for i in range(opened_before)] + [1000 + i for i in range(12)]
+    frames.insert(len(frames) // 2, 500)  # the media flow, among the others in flow order
+    for index, frame in enumerate(frames):
+        table.flows.append(Flow(index + 1, "udp" if frame == 500 else "tcp", (0, 1, 1), (0, 2, 2),
+                                frame, frame, frame, 0))
+        facts = FlowFacts()
+        if frame != 500:
+            facts.tls = HandshakeFacts("tls")
+        views.append(FlowView(index + 1, "tcp", "zoom", False, f"192.0.2.{index}:443",
+                              f"tls{index}.zoom.us", facts))
+    media = views[frames.index(500)]
+    media.zoom_media = True
+    _add_control_servers(views, table)
+    tls = [v for v in views if v is not media]
+    before = [v for v in tls if table.flows[v.flow_id - 1].first_frame < 500]
+    named = (before or tls)[:CONTROL_SERVERS_SHOWN]
+    assert media.control_servers == tuple(
+        f"{v.server_name} {v.server} (flow {v.flow_id})" for v in named)
