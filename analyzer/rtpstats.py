@@ -814,14 +814,22 @@ def _totals_from_state(state: np.void) -> _Totals:
 
     if int(row["packets"]) == 0:
         raise ValueError("no RTP packet was added to this stream")
-    words = [int(word) for word in row["payload_types"]]
-    kinds = tuple(pt for pt in range(PAYLOAD_TYPE_COUNT) if words[pt >> 6] >> (pt & 63) & 1)
+    kinds = tuple(pt for i, word in enumerate(row["payload_types"])
+                  for pt in _set_bits(int(word), 64 * i))
     number = {name: int(row[name]) for name in _STATE_INTEGERS}
     return _Totals(
         **number, problem=bool(row["problem"]), delta=running("delta"),
         jitter=running("jitter_stats"), first_seen=float(row["first_seen"]),
         last_seen=float(row["last_seen"]), payload_types=kinds,
     )
+
+
+def _set_bits(word: int, base: int) -> Iterator[int]:
+    """base + the positions of the bits set in `word`, lowest first."""
+    while word:
+        low = word & -word
+        yield base + low.bit_length() - 1
+        word ^= low
 
 
 _STATE_INTEGERS = (
