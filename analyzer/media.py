@@ -31,6 +31,7 @@ from analyzer.flows import Flow, FlowAssignment, FlowTable
 from analyzer.heldpackets import PROBE_COLUMNS, HeldPackets
 from analyzer.packets import PROTO_UDP, Gather, PacketColumns, uncaptured_udp_bytes
 from analyzer.rtpstats import StreamSet, StreamStatistics
+from analyzer.streamcounts import StreamCounts
 
 ENCAP_PLAIN, ENCAP_TURN, ENCAP_MS_TURN, ENCAP_ZOOM = 0, 1, 2, 3
 ENCAP_NAMES = ("rtp", "turn-channel", "ms-turn", "zoom")
@@ -302,6 +303,7 @@ class MediaExtractor:
         self._held = HeldPackets(CLOCK_PROBE_PACKETS, CLOCK_PROBE_SECONDS,
                                  MAX_CLOCK_PROBE_PACKETS)
         self._by_serial: list[StreamState] = []
+        self._counts = StreamCounts()  # payload types, Zoom kinds and layouts (`_describe`)
         self.zoom_layouts: dict[int, set[str]] = {}  # flow index -> verified Zoom layouts
         self._ecb_streams = 0
         self.rtcp_packets: dict[tuple[int, int], int] = {}  # (flow, direction) -> count
@@ -695,25 +697,13 @@ class MediaExtractor:
             return self._merged.ecb.get(_key_of(stream))
         return self.ecb.result(stream.ecb_id)
 
-    @staticmethod
-    def _describe(states: list[StreamState], codes: np.ndarray, packets: RtpPackets) -> None:
-        """Payload types, Zoom media kinds and layouts per stream: one count per distinct pair
-        (new payload types in ascending order)."""
-        counts = np.bincount(codes * 128 + packets.payload_type)
-        pairs = np.flatnonzero(counts)
-        for pair, count in zip(pairs.tolist(), counts[pairs].tolist(), strict=True):
-            types, pt = states[pair >> 7].payload_types, pair & 127
-            types[pt] = types[pt] + count if pt in types else count
+    def _describe(self, states: list[StreamState], codes: np.ndarray,
+                  packets: RtpPackets) -> None:
+        """Count the payload types, Zoom media kinds and layouts of each stream (written into
+        the streams by `finish`)."""
         zoom_rows = np.flatnonzero(packets.encap == ENCAP_ZOOM)
-        if zoom_rows.size:  # kind + 1 (0: none) in bits 3-6, layout (0: none) in bits 0-2
-            kinds, layouts = packets.zoom_kind[zoom_rows], packets.zoom_layout[zoom_rows]
-            found = codes[zoom_rows] << 7 | (kinds + 1) << 3 | layouts
-            for key in pd.unique(found).tolist():  # (`in` first: adds are rarely new)
-                stream, kind, layout = states[key >> 7], key >> 3 & 15, key & 7
-                if kind and zoom.MEDIA_KINDS[kind - 1] not in stream.zoom_kinds:
-                    stream.zoom_kinds.add(zoom.MEDIA_KINDS[kind - 1])
-                if layout and str(zoom.LAYOUT_CODES[layout]) not in stream.zoom_layouts:
-                    stream.zoom_layouts.add(str(zoom.LAYOUT_CODES[layout]))
+        self._counts.add(_per_stream(states, "serial"), codes, packets.payload_type, zoom_rows,
+                         packets.zoom_kind[zoom_rows], packets.zoom_layout[zoom_rows])
 
     def _hold(self, states: list[StreamState], codes: np.ndarray,
               columns: dict[str, np.ndarray]) -> None:
@@ -755,8 +745,9 @@ class MediaExtractor:
                 name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
 
     def finish(self) -> None:
-        """After the last batch: drop what nothing confirmed as media, start the streams still
-        held."""
+        """After the last batch: give the streams their counts, drop what nothing confirmed as
+        media, start the streams still held."""
+        self._counts.apply(self._by_serial)
         self._drop_unconfirmed()
         for stream in self.streams.values():
             stream.probation_samples = None
