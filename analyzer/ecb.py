@@ -88,6 +88,8 @@ from typing import Literal
 
 import numpy as np
 
+from analyzer.arrays import new_rows, ragged_arange
+
 BLOCK = 16
 ALIGNMENTS = 16
 MIN_DISTINCT_BYTES = 12  # P(random block below) = 2.2e-5
@@ -207,12 +209,6 @@ def _padded(stored: np.ndarray) -> np.ndarray:
     return (stored + BLOCK - 1) // BLOCK * BLOCK
 
 
-def _ragged_arange(counts: np.ndarray) -> np.ndarray:
-    """0..c-1 for each count c, back to back."""
-    total = int(counts.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
 class EcbDetector:
     """Collects payloads per stream (bounded) and tests them for repeated ciphertext blocks."""
 
@@ -299,7 +295,7 @@ class EcbDetector:
 def _gather_padded(buffer: np.ndarray, at: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """The payload bytes back to back, each zero-padded to a multiple of 16."""
     padded = _padded(stored)
-    inner = _ragged_arange(padded)
+    inner = ragged_arange(padded)
     source = np.repeat(at, padded) + inner
     pad = inner >= np.repeat(stored, padded)
     if buffer.size == 0:
@@ -325,7 +321,7 @@ class _Slots:
     def of(packets: _Packets) -> _Slots:
         count = _padded(packets.stored) // BLOCK
         owner = np.repeat(np.arange(count.size, dtype=np.int32), count)
-        offset = (BLOCK * _ragged_arange(count)).astype(np.int32)
+        offset = (BLOCK * ragged_arange(count)).astype(np.int32)
         return _Slots(owner, offset, packets.stored.astype(np.int32)[owner] - offset)
 
 
@@ -444,22 +440,14 @@ def _first_of_each(packets: _Packets, digest: np.ndarray) -> np.ndarray:
     """Mask of the first packet of every (stream, header hash, payload) class."""
     order = np.lexsort((np.arange(digest.size), digest, packets.header_hash, packets.stream))
     kept = np.zeros(packets.start.size, bool)
-    kept[order[_new_rows(packets.stream[order], packets.header_hash[order], digest[order])]] = True
+    kept[order[new_rows(packets.stream[order], packets.header_hash[order], digest[order])]] = True
     return kept
-
-
-def _new_rows(*columns: np.ndarray) -> np.ndarray:
-    """For rows sorted by `columns`: True where a row differs from the one before it."""
-    new = np.ones(columns[0].size, bool)
-    if new.size:
-        new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in columns])
-    return new
 
 
 def _distinct_rows(*columns: np.ndarray) -> int:
     """How many distinct rows the parallel columns hold."""
     order = np.lexsort(columns[::-1])
-    return int(_new_rows(*(c[order] for c in columns)).sum())
+    return int(new_rows(*(c[order] for c in columns)).sum())
 
 
 def _repeat_groups(fingerprint: np.ndarray, ids: np.ndarray, words: np.ndarray
@@ -507,11 +495,11 @@ def _exact_runs(ids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     label = np.cumsum(new) - 1
     keep = np.bincount(label)[label] >= 2
     kept = label[keep]  # ascending: relabel 0..G-1
-    return ids[keep], np.cumsum(_new_rows(kept)).astype(np.int64) - 1
+    return ids[keep], np.cumsum(new_rows(kept)).astype(np.int64) - 1
 
 
 def _group_starts(label: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(_new_rows(label))
+    return np.flatnonzero(new_rows(label))
 
 
 def _scan(grid: _Grid, slots: _Slots, digest: np.ndarray) -> _Scan:
@@ -563,7 +551,7 @@ def _examples(pair_a: np.ndarray, pair_b: np.ndarray, frame: np.ndarray) -> Exam
     low, high = np.minimum(first, second), np.maximum(first, second)
     order = np.lexsort((high, low, low == high))
     low, high = low[order], high[order]
-    distinct = np.flatnonzero(_new_rows(low, high))[:MAX_EXAMPLES]
+    distinct = np.flatnonzero(new_rows(low, high))[:MAX_EXAMPLES]
     return tuple(zip(low[distinct].tolist(), high[distinct].tolist(), strict=True))
 
 

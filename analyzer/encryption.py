@@ -323,8 +323,7 @@ def _zoom(view: FlowView, cbc: bool) -> Verdict | None:
 def _service_keys(view: FlowView) -> tuple[str, str, str, str, str]:
     """Key exchange for media whose keys the service's own servers hand out."""
     if view.service == "zoom":
-        servers = ("; ".join(view.control_servers[:CONTROL_SERVERS_SHOWN])
-                   or "not seen in this capture")
+        servers = "; ".join(view.control_servers) or "not seen in this capture"
         return ("service-control-tls",
                 f"meeting key delivered by Zoom's servers over TLS; candidates: {servers}",
                 "Zoom's servers (they generate the meeting key) and the participants",

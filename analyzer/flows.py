@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer import speedups
+from analyzer.arrays import grown
 from analyzer.capture.batch import PacketBatch
 from analyzer.defrag import parse_fragment
 from analyzer.packets import PROTO_TCP, PROTO_UDP, PacketColumns
@@ -312,18 +313,13 @@ class FlowTable:
         if self._last_ts.size >= flows:
             return
         capacity = max(2 * flows, 1024)
-        self._packets = _grown(self._packets, 2 * capacity, 0)
-        self._bytes = _grown(self._bytes, 2 * capacity, 0)
-        self._last_ts = _grown(self._last_ts, capacity, np.iinfo(np.int64).min)
-        self._syn_sender = _grown(self._syn_sender, capacity, -1)
+        self._packets = grown(self._packets, 2 * capacity, 0)
+        self._bytes = grown(self._bytes, 2 * capacity, 0)
+        self._last_ts = grown(self._last_ts, capacity, np.iinfo(np.int64).min)
+        self._syn_sender = grown(self._syn_sender, capacity, -1)
 
 
 def _forget_oldest(entries: dict[FragmentKey, int]) -> None:
     if len(entries) > MAX_FRAGMENTED_DATAGRAMS:
         del entries[next(iter(entries))]
 
-
-def _grown(array: np.ndarray, size: int, fill: int) -> np.ndarray:
-    grown = np.full(size, fill, dtype=array.dtype)
-    grown[: array.size] = array
-    return grown

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyzer.arrays import grown, new_rows, ragged_arange
+
 PROBE_COLUMNS = ("frame", "payload_type", "arrival_s", "timestamp")  # kept per stream
 MAX_PARTS = 16  # more, and they are merged into one
 
@@ -57,10 +59,10 @@ class HeldPackets:
         self._streams += 1
         if serial >= self.count.size:
             capacity = max(2 * self.count.size, 1024)
-            self.count = _grown(self.count, capacity)
+            self.count = grown(self.count, capacity)
             for ends in (self.first, self.last):
                 for name, values in ends.items():
-                    ends[name] = _grown(values, capacity)
+                    ends[name] = grown(values, capacity)
         return serial
 
     def hold(self, serial: np.ndarray, columns: dict[str, np.ndarray]) -> list[Closing]:
@@ -69,7 +71,7 @@ class HeldPackets:
         the order of their first packet here, and their packets of this batch are not held;
         the others' are."""
         order = np.argsort(serial, kind="stable")
-        starts = np.flatnonzero(_new_values(serial[order]))
+        starts = np.flatnonzero(new_rows(serial[order]))
         sizes = np.diff(starts, append=order.size)
         streams = serial[order][starts]
         at = self._closing_positions(streams, starts, sizes, columns["arrival_s"][order])
@@ -117,7 +119,7 @@ class HeldPackets:
         done = (count >= self.min_packets) & ((arrival - start[group] >= self.min_seconds)
                                               | (count >= self.max_packets))
         hit = np.flatnonzero(done)
-        first_hit = hit[_new_values(group[hit])]
+        first_hit = hit[new_rows(group[hit])]
         at = np.full(starts.size, -1, np.int64)
         at[group[first_hit]] = first_hit - starts[group[first_hit]]
         return at
@@ -159,21 +161,6 @@ class HeldPackets:
         return _Part(serial[live], columns, int(live.size))
 
 
-def _new_values(values: np.ndarray) -> np.ndarray:
-    """For sorted values: True where a value differs from the one before."""
-    new = np.ones(values.size, bool)
-    new[1:] = values[1:] != values[:-1]
-    return new
-
-
 def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """starts[i], starts[i] + 1, ..., starts[i] + sizes[i] - 1 for each i, back to back."""
-    total = int(sizes.sum())
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(sizes) - sizes),
-                                                        sizes)
-
-
-def _grown(values: np.ndarray, size: int) -> np.ndarray:
-    grown = np.zeros(size, values.dtype)
-    grown[: values.size] = values
-    return grown
+    return np.repeat(starts, sizes) + ragged_arange(sizes)

@@ -509,7 +509,8 @@ class MediaExtractor:
                 codes, keys = pd.factorize(packets.stream_key)
                 found = list(map(self._stream_keys.get, keys.tolist()))
         states = self._streams_of(keys, codes, packets.encap, found)
-        self._describe(states, codes, packets)
+        serials = _per_stream(states, "serial")
+        self._describe(serials, codes, packets)
         set_ids = _per_stream(states, "set_id")[codes]
         started = np.flatnonzero(set_ids >= 0)
         size = _rtp_bytes(cols, packets)
@@ -520,7 +521,7 @@ class MediaExtractor:
                                    **_stream_columns(cols, packets, size, started))
         if started.size < codes.size:
             waiting = np.flatnonzero(set_ids < 0)
-            self._hold(states, codes[waiting], _stream_columns(cols, packets, size, waiting))
+            self._hold(serials[codes[waiting]], _stream_columns(cols, packets, size, waiting))
         self._sample_for_ecb(g, cols, packets, size,
                              self._probation(states, codes, packets, cols.frame))
 
@@ -697,19 +698,17 @@ class MediaExtractor:
             return self._merged.ecb.get(_key_of(stream))
         return self.ecb.result(stream.ecb_id)
 
-    def _describe(self, states: list[StreamState], codes: np.ndarray,
-                  packets: RtpPackets) -> None:
-        """Count the payload types, Zoom media kinds and layouts of each stream (written into
-        the streams by `finish`)."""
+    def _describe(self, serials: np.ndarray, codes: np.ndarray, packets: RtpPackets) -> None:
+        """Count the payload types, Zoom media kinds and layouts of each stream (`serials`:
+        of the streams `codes` numbers; written into the streams by `finish`)."""
         zoom_rows = np.flatnonzero(packets.encap == ENCAP_ZOOM)
-        self._counts.add(_per_stream(states, "serial"), codes, packets.payload_type, zoom_rows,
+        self._counts.add(serials, codes, packets.payload_type, zoom_rows,
                          packets.zoom_kind[zoom_rows], packets.zoom_layout[zoom_rows])
 
-    def _hold(self, states: list[StreamState], codes: np.ndarray,
-              columns: dict[str, np.ndarray]) -> None:
-        """Hold the packets (`columns`) of new streams (`codes`) until their clock rate can be
-        decided; start the streams whose window they complete."""
-        closings = self._held.hold(_per_stream(states, "serial")[codes], columns)
+    def _hold(self, serial: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Hold the packets (`columns`) of new streams (`serial` of each) until their clock
+        rate can be decided; start the streams whose window they complete."""
+        closings = self._held.hold(serial, columns)
         self._start([(self._by_serial[c.serial], c.rows, c.closing_row) for c in closings],
                     columns)
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from analyzer.arrays import new_rows
 from analyzer.decode import zoom
 
 MERGE_ROWS = 1 << 20  # logged (stream, payload type) rows before they are merged
@@ -81,7 +82,7 @@ class StreamCounts:
             key = rows[0] * 128 + rows[1]
             order = np.lexsort((rows[3], key))
             key, rows = key[order], rows[:, order]
-            starts = np.flatnonzero(np.diff(key, prepend=-1))
+            starts = np.flatnonzero(new_rows(key))
             totals = np.add.reduceat(rows[2], starts) if starts.size else rows[2]
             self._types = [np.stack([rows[0][starts], rows[1][starts], totals, rows[3][starts]])]
             self._rows = starts.size
