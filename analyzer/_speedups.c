@@ -11,6 +11,9 @@
  * 7. The flow keys of analyzer/flows.py (flow_keys).
  * 8. TLS ClientHellos and DNS messages (analyzer/decode/tls.py parse_client_hello, dns.py
  *    parse_dns), the usual well-formed ones; Python reads anything else.
+ * 9. Guarded file mappings (analyzer/capture/reader.py): a page of a mapped capture that the
+ *    file cannot give (it shrank while being read, or a read failed) reads as zeros instead of
+ *    killing the process with SIGBUS; the reader reports it as damage.
  *
  * The Python code (analyzer/capture/formats.py, analyzer/rtpstats.py, analyzer/packets.py,
  * analyzer/decode/zoom.py, analyzer/media.py, analyzer/flows.py, analyzer/decode/tls.py and
@@ -22,7 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 /* Bumped with any change of a function's arguments or results; analyzer/speedups.py ignores a
  * build of another version (a stale in-place build after an edit). */
-#define API_VERSION 7
+#define API_VERSION 8
 #include <Python.h>
 #include <math.h>
 #include <stddef.h>
@@ -2771,6 +2774,171 @@ static PyObject *flow_keys(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------- guarded mappings */
+
+/* The kernel sends SIGBUS to a thread that reads a page of a shared file mapping past the
+ * file's end, which happens when the capture is truncated while it is read (a ring of capture
+ * files being rotated, a copy made over it), or a page whose read failed (EIO). The handler puts an anonymous zero page in place
+ * of a faulting page of a guarded mapping (mmap MAP_FIXED, a plain system call on Linux) and
+ * returns, so the read is retried and gives zeros. Faults elsewhere go to the previous
+ * handler, or, if there was none, to the default action (the process ends as it would have). */
+#if !defined(_WIN32)
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#define MAX_GUARDS 64
+
+#if defined(MAP_ANONYMOUS) && defined(MAP_FIXED) && defined(SA_SIGINFO) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define HAVE_GUARDS 1
+
+typedef struct {
+    uintptr_t start, end;     /* [start, end) of the mapping; start 0: the slot is free */
+    unsigned long long pages; /* pages replaced by zeros */
+    uintptr_t first;          /* offset of the first of them in the mapping (UINTPTR_MAX: none) */
+} Guard;
+
+static Guard guards[MAX_GUARDS];
+static struct sigaction previous_bus;
+static int bus_handler_installed;
+static uintptr_t guard_page_size; /* (sysconf is not async-signal-safe: read it beforehand) */
+
+static void restore_previous_bus(int sig, siginfo_t *info, void *context)
+{
+    if (previous_bus.sa_flags & SA_SIGINFO) {
+        previous_bus.sa_sigaction(sig, info, context);
+    } else if (previous_bus.sa_handler != SIG_DFL && previous_bus.sa_handler != SIG_IGN) {
+        previous_bus.sa_handler(sig);
+    } else { /* retrying the read faults again, now with the default action */
+        sigaction(SIGBUS, &previous_bus, NULL);
+    }
+}
+
+static void on_bus_error(int sig, siginfo_t *info, void *context)
+{
+    uintptr_t at = (uintptr_t)info->si_addr;
+    uintptr_t page_size = guard_page_size;
+    for (int i = 0; i < MAX_GUARDS; i++) {
+        uintptr_t start = __atomic_load_n(&guards[i].start, __ATOMIC_ACQUIRE);
+        if (start == 0 || at < start || at >= guards[i].end)
+            continue;
+        void *page = (void *)(at - at % page_size);
+        if (mmap(page, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+            MAP_FAILED) {
+            __atomic_add_fetch(&guards[i].pages, 1, __ATOMIC_RELAXED);
+            uintptr_t offset = (uintptr_t)page - start;
+            uintptr_t seen = __atomic_load_n(&guards[i].first, __ATOMIC_RELAXED);
+            while (offset < seen && !__atomic_compare_exchange_n(&guards[i].first, &seen, offset, 1,
+                                                                 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                ;
+            return;
+        }
+        break;
+    }
+    restore_previous_bus(sig, info, context);
+}
+
+static int install_bus_handler(void)
+{
+    if (bus_handler_installed)
+        return 0;
+    long page_size = sysconf(_SC_PAGESIZE);
+    if (page_size <= 0)
+        return -1;
+    guard_page_size = (uintptr_t)page_size;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_bus_error;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGBUS, &action, &previous_bus) != 0)
+        return -1;
+    bus_handler_installed = 1;
+    return 0;
+}
+#endif
+
+PyDoc_STRVAR(guard_mapping_doc,
+             "guard_mapping(buffer) -> slot or -1\n\n"
+             "Guard the file mapping that `buffer` exposes (e.g. an mmap): pages the file no longer\n"
+             "has read as zeros instead of raising SIGBUS. -1 when this system or build cannot,\n"
+             "or every slot is taken. The mapping must stay open until unguard_mapping(slot).");
+
+static PyObject *guard_mapping(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uintptr_t start = (uintptr_t)view.buf, end = start + (uintptr_t)view.len;
+    PyBuffer_Release(&view);
+    long slot = -1;
+#ifdef HAVE_GUARDS
+    if (start != 0 && end > start && install_bus_handler() == 0) {
+        for (int i = 0; i < MAX_GUARDS && slot < 0; i++) {
+            if (guards[i].start != 0)
+                continue;
+            guards[i].end = end;
+            guards[i].pages = 0;
+            guards[i].first = UINTPTR_MAX;
+            __atomic_store_n(&guards[i].start, start, __ATOMIC_RELEASE);
+            slot = i;
+        }
+    }
+#else
+    (void)start;
+    (void)end;
+#endif
+    return PyLong_FromLong(slot);
+}
+
+static int guard_slot(PyObject *arg, long *slot)
+{
+    *slot = PyLong_AsLong(arg);
+    if (*slot == -1 && PyErr_Occurred())
+        return -1;
+    if (*slot < 0 || *slot >= MAX_GUARDS) {
+        PyErr_SetString(PyExc_ValueError, "not a guard slot");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(guarded_faults_doc,
+             "guarded_faults(slot) -> (pages, first)\n\n"
+             "How many pages of the guarded mapping read as zeros because the file could not give\n"
+             "them (it shrank, or a read failed), and the offset of the first in the mapping (-1:\n"
+             "none).");
+
+static PyObject *guarded_faults(PyObject *self, PyObject *arg)
+{
+    long slot;
+    if (guard_slot(arg, &slot) < 0)
+        return NULL;
+#ifdef HAVE_GUARDS
+    unsigned long long pages = __atomic_load_n(&guards[slot].pages, __ATOMIC_RELAXED);
+    uintptr_t first = __atomic_load_n(&guards[slot].first, __ATOMIC_RELAXED);
+    return Py_BuildValue("(KL)", pages, first == UINTPTR_MAX ? -1LL : (long long)first);
+#else
+    return Py_BuildValue("(KL)", 0ULL, -1LL);
+#endif
+}
+
+PyDoc_STRVAR(unguard_mapping_doc,
+             "unguard_mapping(slot)\n\nStop guarding (before the mapping is closed).");
+
+static PyObject *unguard_mapping(PyObject *self, PyObject *arg)
+{
+    long slot;
+    if (guard_slot(arg, &slot) < 0)
+        return NULL;
+#ifdef HAVE_GUARDS
+    __atomic_store_n(&guards[slot].start, 0, __ATOMIC_RELEASE);
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"walk_pcap", walk_pcap, METH_VARARGS, walk_pcap_doc},
     {"walk_pcapng", walk_pcapng, METH_VARARGS, walk_pcapng_doc},
@@ -2785,6 +2953,9 @@ static PyMethodDef methods[] = {
     {"client_hello", (PyCFunction)(void (*)(void))client_hello, METH_FASTCALL,
      client_hello_doc},
     {"dns_message", dns_message, METH_O, dns_message_doc},
+    {"guard_mapping", guard_mapping, METH_O, guard_mapping_doc},
+    {"guarded_faults", guarded_faults, METH_O, guarded_faults_doc},
+    {"unguard_mapping", unguard_mapping, METH_O, unguard_mapping_doc},
     {NULL, NULL, 0, NULL},
 };
 

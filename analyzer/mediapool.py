@@ -33,6 +33,7 @@ from analyzer.errors import ConfscopeError
 from analyzer.facts import CaptureFacts, Endpoint, SdpMedia
 from analyzer.flows import Flow, FlowTable
 from analyzer.media import MediaExtractor, MediaPart, MediaWork
+from analyzer.speedups import guard_mapping
 
 JOIN_SECONDS = 5.0
 POLL_SECONDS = 0.5
@@ -154,6 +155,7 @@ def _worker(inbox: multiprocessing.queues.Queue[Message], conn: Connection, path
     try:
         with open(path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        guard_mapping(mapped)  # (a file that shrinks reads as zeros: the reader reports it)
         conn.send(("done", _scan_batches(inbox, mapped)))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

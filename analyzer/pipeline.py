@@ -166,13 +166,15 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
             pool.finish(media)
         else:
             media.finish()
+        reader.check_unchanged()  # (the file may have shrunk while its batches were read)
     finally:
         if pool is not None:
             pool.close()
     name = capture_name(Path(path))
     tables = build_tables(name, flows, inspector, media, capture)
     tables["timeline"] = timeline.table(name)
-    size = reader.stream_bytes if reader.from_pipe else Path(path).stat().st_size
+    size = (reader.stream_bytes if reader.from_pipe
+            else reader.mapped_size or Path(path).stat().st_size)  # (as analyzed)
     digest = reader.stream_sha256()
     result = CaptureResult(reader.info, digest, size, tables, {})
     result.counts = _capture_counts(reader.info, tables)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import mmap
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -102,9 +103,20 @@ class CaptureHashes:
         if self._results is None:
             out = self._child.communicate()[0] if self._child is not None else ""
             lines = out.splitlines()
+            if len(lines) < len(self._paths) and self._child is not None:
+                lines.append(ERROR_PREFIX + _why_stopped(self._child.returncode))
             lines += [f"{ERROR_PREFIX}the hashing process stopped early"] * len(self._paths)
             self._results = dict(zip(self._paths, lines, strict=False))
         return self._results
+
+
+def _why_stopped(returncode: int | None) -> str:
+    """Why the hashing child ended before its last line: SIGBUS is a page of a mapped window
+    that the file could not give (`CaptureReader` reports what that did to the analysis)."""
+    if returncode == -getattr(signal, "SIGBUS", 0):
+        return ("the file lost bytes while it was being hashed: it shrank, or a read failed; "
+                "analyze a copy that nothing writes to")
+    return "the hashing process stopped early"
 
 
 def main(argv: Sequence[str]) -> int:

@@ -9,7 +9,9 @@ classifier (analyzer/decode/zoom.py ``zoom_columns``), the big-endian reads of
 analyzer/packets.py's ``Gather``, the RTP/RTCP finder (analyzer/media.py ``find_media``),
 the flow keys (analyzer/flows.py ``flow_keys``), and the readers of usual TLS ClientHellos and
 DNS messages (analyzer/decode/tls.py ``parse_client_hello``, dns.py ``parse_dns``), which those
-call directly: they give None for anything the Python reader must read.
+call directly: they give None for anything the Python reader must read. It also guards file
+mappings (``guard_mapping``): without it a capture is read, not mapped (see
+analyzer/capture/reader.py).
 
 The wrappers allocate the output arrays the C loops fill; arrays cross the boundary through the
 buffer protocol, so the extension needs no numpy headers.
@@ -17,8 +19,10 @@ buffer protocol, so the extension needs no numpy headers.
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -28,7 +32,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 ByteBuffer = bytes | bytearray | memoryview  # what the capture walkers read records from
 PURE_PYTHON_VARIABLE = "CONFSCOPE_PURE_PYTHON"
-API_VERSION = 7  # must equal the extension's API_VERSION (analyzer/_speedups.c)
+API_VERSION = 8  # must equal the extension's API_VERSION (analyzer/_speedups.c)
 MIN_RECORD = 16  # smallest pcap record or pcapng packet block: the output capacity per byte
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -243,3 +247,30 @@ def flow_keys(rows: IntArray, src_hi: np.ndarray, src_lo: np.ndarray, sport: np.
         key, src_is_a,
     )
     return key, src_is_a
+
+
+def guard_mapping(mapped: mmap.mmap) -> int | None:
+    """Guard a read-only file mapping: pages that the file cannot give while they are mapped
+    (it is truncated, or a read fails) read as zeros instead of ending the process with
+    SIGBUS. The guard's slot (see ``guarded_faults``), or None when this build or system cannot
+    guard. The guard ends when ``mapped`` is freed."""
+    module = native
+    if module is None:
+        return None
+    slot = int(module.guard_mapping(mapped))
+    if slot < 0:
+        return None
+    weakref.finalize(mapped, module.unguard_mapping, slot)
+    return slot
+
+
+def can_guard_mappings() -> bool:
+    """Whether ``guard_mapping`` can guard (the C extension is in use)."""
+    return native is not None
+
+
+def guarded_faults(slot: int) -> tuple[int, int]:
+    """(pages, first): how many pages of the mapping guarded in ``slot`` read as zeros because
+    the file could not give them, and the offset of the first in the mapping (-1: none)."""
+    pages, first = _require().guarded_faults(slot)
+    return int(pages), int(first)

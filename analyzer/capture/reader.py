@@ -10,6 +10,15 @@ chunks is carried over. A plain file is mapped instead of read (no copy): batche
 the mapping, and the pages of batches already handed on are dropped from the process.
 A damaged capture is read up to the damage, which is recorded in `CaptureInfo.damage` rather
 than raised.
+
+A mapped file may shrink while it is read (a ring of capture files being rotated, a copy made
+over it), and a page of it may fail to be read. The mapping is guarded
+(`speedups.guard_mapping`): such pages read as zeros instead of killing the process with
+SIGBUS. After each chunk, and in `check_unchanged` once the analysis is done, the reader looks
+at the file's size and at the pages that read as zeros, and records the loss as damage: records
+past it are dropped before they are handed on or, when some were handed on already, the damage
+names the first frame that may have been read in part as zeros. Without the C extension a file
+is read, not mapped.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from analyzer.capture.formats import (
     MAX_BLOCK,
     PcapngWalker,
     PcapWalker,
+    RecordArrays,
+    RecordColumns,
     Walker,
     WalkResult,
     sniff_format,
@@ -41,6 +52,7 @@ from analyzer.capture.formats import (
 from analyzer.capture.gunzip import DecompressionError, GunzipStream, open_gunzip
 from analyzer.capture.source import STDIN, is_stream
 from analyzer.errors import CaptureFormatError, ConfscopeError
+from analyzer.speedups import can_guard_mappings, guard_mapping, guarded_faults
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
@@ -51,6 +63,9 @@ MIN_CHUNK_BYTES = 4096
 # the memory of the chunk. Chunks shrink to this many packets of the average size seen so far.
 MAX_BATCH_PACKETS = 256 * 1024
 FIRST_CHUNK_BYTES = 16 * 1024 * 1024
+# batches that may still be read besides the ring's: the one being walked, and those queued for
+# media workers (analyzer/mediapool.py QUEUED_BATCHES)
+RECENT_BEYOND_RING = 3
 GZIP_MAGIC = b"\x1f\x8b"
 @contextmanager
 def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
@@ -123,10 +138,22 @@ def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
     return mapped
 
 
+def _guarded_map(stream: io.BufferedIOBase) -> tuple[mmap.mmap, int] | None:
+    """`_map_file`, guarded against lost pages (module doc), and its guard's slot; None when
+    it cannot be mapped or guarded (the file is read then)."""
+    mapped = _map_file(stream)
+    slot = guard_mapping(mapped) if mapped is not None else None
+    if mapped is not None and slot is not None:
+        return mapped, slot
+    if mapped is not None:
+        mapped.close()
+    return None
+
+
 def mappable(path: Path) -> bool:
     """Whether `CaptureReader` will map this file (a plain, non-empty regular file), so that
     other processes may map it too and read the bytes of its batches."""
-    if is_stream(path):
+    if is_stream(path) or not can_guard_mappings():
         return False  # (opening a pipe to look would take bytes from the analysis)
     try:
         with path.open("rb") as raw:
@@ -242,6 +269,11 @@ class CaptureReader:
         self._hasher = _StreamHasher() if hash_stream and self.from_pipe else None
         self.stream_bytes = 0  # bytes read from a pipe
         self._walked = 0  # capture bytes walked into batches (for the average record size)
+        self._watched: io.FileIO | None = None  # the mapped file, to see it shrink
+        self._guard = -1  # its mapping's guard slot
+        self.mapped_size = 0  # the file's size when it was mapped (0: it is read)
+        # (first frame, file offset, record ends) of the batches that may still be read
+        self._recent: deque[tuple[int, int, np.ndarray]] = deque()
 
     def _span(self) -> int:
         """How many bytes the next chunk takes: `chunk_bytes`, or less for small packets (see
@@ -276,11 +308,62 @@ class CaptureReader:
             walker, start = self._make_walker(head, error)
             self.info.file_format = walker.file_format
             # a stream (even stdin redirected from a file) is read, and hashed, chunk by chunk
-            mapped = None if compressed or self.from_pipe else _map_file(stream)
-            if mapped is None:
+            mapping = None if compressed or self.from_pipe else _guarded_map(stream)
+            if mapping is None:
                 yield from self._walk_chunks(stream, walker, head, start)
             else:
-                yield from self._walk_mapped(mapped, walker, start)
+                self._watch(stream, mapping[1])
+                self.mapped_size = len(mapping[0])
+                yield from self._walk_mapped(mapping[0], walker, start)
+
+    def check_unchanged(self) -> None:
+        """Once the batches have been analyzed: record as damage bytes of the mapped file lost
+        after its last chunk was walked (later reads of them gave zeros). Stops watching."""
+        if self._watched is None:
+            return
+        lost = self._lost_from()
+        self._watched.close()
+        self._watched = None
+        if lost is not None:
+            self._lost(*lost)
+
+    def _watch(self, stream: io.BufferedIOBase, slot: int) -> None:
+        """Keep a handle on the mapped file (the stream closes when the batches end)."""
+        if self._watched is not None:
+            self._watched.close()
+        self._watched = io.FileIO(os.dup(stream.fileno()), closefd=True)
+        self._guard = slot
+        self._recent = deque(maxlen=self.buffers + RECENT_BEYOND_RING)
+
+    def _lost_from(self) -> tuple[int, str] | None:
+        """Where the mapped file's bytes are lost, and why: it shrank, or pages could not be
+        read (they read as zeros); None while neither happened."""
+        assert self._watched is not None
+        size = os.fstat(self._watched.fileno()).st_size
+        if size < self.mapped_size:
+            return size, f"the file shrank to {size:,} bytes while it was being read"
+        pages, first = guarded_faults(self._guard)
+        if pages:
+            return first, (f"bytes from {first:,} on could not be read from the file (a read "
+                           "error, or it was cut and grew again)")
+        return None
+
+    def _lost(self, offset: int, why: str) -> None:
+        """The mapped file's bytes from `offset` on are lost: damage from the first frame past
+        them."""
+        frame = self._first_frame_past(offset)
+        zeros = (f"; frames from {frame:,} on may have been read in part as zeros"
+                 if frame <= self.info.packets else "")
+        self._damage(offset, why + zeros, frame)
+
+    def _first_frame_past(self, size: int) -> int:
+        """The first frame handed on whose record ends past `size` bytes (the oldest one still
+        remembered when that is older), or the next frame if none does."""
+        for first, offset, ends in self._recent:
+            past = np.flatnonzero(offset + ends > size)
+            if past.size:
+                return first + int(past[0])
+        return self.info.packets + 1
 
     def _make_walker(self, head: bytes, read_error: str) -> tuple[Walker, int]:
         if read_error and len(head) < 24:
@@ -353,13 +436,23 @@ class CaptureReader:
         while offset < size:
             end, result = self._walk_span(data, walker, offset)
             self._note_walker(walker)
+            lost = self._lost_from()
+            cut = lost is not None and lost[0] < end
+            if lost is not None and cut:  # (the walk may have read zeros past it)
+                result = WalkResult(_records_before(result.records, lost[0] - offset),
+                                    min(max(lost[0] - offset, 0), result.stop))
             if len(result.records.data_offset):
                 batch = self._to_batch(data[offset:end], result)
                 batch.file_offset = offset
                 batch.file_read = offset + result.stop
+                self._recent.append((int(batch.frame[0]), offset,
+                                     batch.data_offset + batch.caplen))
                 yield batch
                 handed.append(offset)
                 dropped = drop_pages(mapped, dropped, handed[0])
+            if lost is not None and cut:
+                self._lost(*lost)
+                return
             if result.error:
                 self._damage(offset + result.stop, result.error)
                 return
@@ -389,9 +482,10 @@ class CaptureReader:
         self.info.timestamp_resolution = walker.timestamp_resolution
         self.info.skipped_blocks = walker.skipped_blocks
 
-    def _damage(self, file_offset: int, reason: str) -> None:
+    def _damage(self, file_offset: int, reason: str, frame: int = -1) -> None:
+        """Record the first damage: at `frame`, by default the next frame."""
         if self.info.damage is None:
-            frame = self.info.packets + 1
+            frame = self.info.packets + 1 if frame < 0 else frame
             self.info.damage = Damage(frame=frame, file_offset=file_offset, reason=reason)
 
     def _to_batch(self, buf: memoryview, result: WalkResult) -> PacketBatch:
@@ -411,3 +505,12 @@ class CaptureReader:
         self.info.bytes_read += int(batch.caplen.sum())
         self.info.truncated_packets += int(np.count_nonzero(batch.caplen < batch.wirelen))
         return batch
+
+
+def _records_before(records: RecordColumns | RecordArrays, limit: int) -> RecordArrays:
+    """The records whose bytes end at or before `limit` (records are in file order)."""
+    arrays = RecordArrays.join([records])
+    ends = arrays.data_offset + arrays.caplen
+    keep = int(np.argmax(ends > limit)) if ends.size and ends[-1] > limit else ends.size
+    return RecordArrays(*(getattr(arrays, name)[:keep] for name in
+                          ("data_offset", "caplen", "wirelen", "ts_ns", "linktype")))
