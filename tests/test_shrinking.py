@@ -265,3 +265,14 @@ def test_hashing_child_killed_by_sigbus_says_the_file_lost_bytes(tmp_path: Path)
     with pytest.raises(OSError, match=r"later\.pcap: cannot hash \(the hashing process stopped "
                                       r"early\)"):
         hashes.digest(later)
+
+
+@needs_guard
+def test_guards_end_with_their_mappings() -> None:
+    """A process that reads many captures in turn (the tests, a loop over files) keeps mapping
+    them: each guard's slot is given back when its mapping is freed (64 slots)."""
+    for _ in range(80):
+        reader = CaptureReader(SAMPLE, chunk_bytes=CHUNK)
+        assert sum(len(b) for b in reader.batches()) > 0
+        reader.check_unchanged()
+        assert reader.mapped_size == SAMPLE.stat().st_size  # (0: it was read, not mapped)

@@ -269,8 +269,8 @@ class CaptureReader:
         self._hasher = _StreamHasher() if hash_stream and self.from_pipe else None
         self.stream_bytes = 0  # bytes read from a pipe
         self._walked = 0  # capture bytes walked into batches (for the average record size)
-        self._watched: io.FileIO | None = None  # the mapped file, to see it shrink
-        self._guard = -1  # its mapping's guard slot
+        self._mapped: mmap.mmap | None = None  # the mapping, held until `check_unchanged`
+        self._guard = -1  # its guard slot
         self.mapped_size = 0  # the file's size when it was mapped (0: it is read)
         # (first frame, file offset, record ends) of the batches that may still be read
         self._recent: deque[tuple[int, int, np.ndarray]] = deque()
@@ -312,34 +312,31 @@ class CaptureReader:
             if mapping is None:
                 yield from self._walk_chunks(stream, walker, head, start)
             else:
-                self._watch(stream, mapping[1])
-                self.mapped_size = len(mapping[0])
+                self._watch(*mapping)
                 yield from self._walk_mapped(mapping[0], walker, start)
 
     def check_unchanged(self) -> None:
         """Once the batches have been analyzed: record as damage bytes of the mapped file lost
         after its last chunk was walked (later reads of them gave zeros). Stops watching."""
-        if self._watched is None:
+        if self._mapped is None:
             return
         lost = self._lost_from()
-        self._watched.close()
-        self._watched = None
+        self._mapped = None  # (its guard ends when the batches' views of it are gone too)
         if lost is not None:
             self._lost(*lost)
 
-    def _watch(self, stream: io.BufferedIOBase, slot: int) -> None:
-        """Keep a handle on the mapped file (the stream closes when the batches end)."""
-        if self._watched is not None:
-            self._watched.close()
-        self._watched = io.FileIO(os.dup(stream.fileno()), closefd=True)
-        self._guard = slot
+    def _watch(self, mapped: mmap.mmap, slot: int) -> None:
+        """Hold the mapping and its guard slot: the guard's counts are read until
+        `check_unchanged`, and the slot is not reused while the mapping lives."""
+        self._mapped, self._guard = mapped, slot
+        self.mapped_size = len(mapped)
         self._recent = deque(maxlen=self.buffers + RECENT_BEYOND_RING)
 
     def _lost_from(self) -> tuple[int, str] | None:
         """Where the mapped file's bytes are lost, and why: it shrank, or pages could not be
         read (they read as zeros); None while neither happened."""
-        assert self._watched is not None
-        size = os.fstat(self._watched.fileno()).st_size
+        assert self._mapped is not None
+        size = self._mapped.size()  # (the file's size now: mmap keeps a descriptor of it)
         if size < self.mapped_size:
             return size, f"the file shrank to {size:,} bytes while it was being read"
         pages, first = guarded_faults(self._guard)
