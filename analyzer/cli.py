@@ -12,7 +12,7 @@ import gc
 import os
 import select
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -282,7 +282,7 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         from dashboards.report import build_report
 
         with collector_paused(), _stage(show, "writing the report"):
-            build_report(args.output)
+            _report_after_tables(build_report, args.output)
     if args.export_figures:
         from dashboards.figures import export_figures
 
@@ -290,6 +290,15 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
     if summary is not None:
         sys.stdout.write(summary)
     return EXIT_OK
+
+
+def _report_after_tables(build: Callable[[Path], Path], outdir: Path) -> None:
+    """Write the report; if that fails (a full disk), say that the tables are written."""
+    try:
+        build(outdir)
+    except OSError as exc:
+        raise ConfscopeError(f"{_os_error_text(exc)}; the tables are written: 'confscope "
+                             f"report {outdir}' writes the report again") from None
 
 
 def _stage(show: bool, text: str) -> contextlib.AbstractContextManager[None]:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -31,6 +31,7 @@ from analyzer import assess, services
 from analyzer.decode.tls import version_name
 from analyzer.ecb import EcbResult
 from analyzer.encryption import Verdict
+from analyzer.errors import ConfscopeError
 from analyzer.facts import (
     ADDRESS_RANGE,
     LEARNED,
@@ -864,7 +865,7 @@ class OutputWriter:
         # leaves nothing behind)
         self._threads = {kind: ThreadPoolExecutor(1, thread_name_prefix=f"confscope-{kind}")
                          for kind in ("csv", "parquet")}
-        self._pending: list[Future[None]] = []
+        self._pending: list[tuple[str, Future[None]]] = []  # (file name, its writing)
         self.names: list[str] = []  # the tables added, in order
 
     def __enter__(self) -> OutputWriter:
@@ -879,26 +880,31 @@ class OutputWriter:
         self.names.append(name)
         table = table.copy(deep=False)  # (the threads' own frame of the same columns: the
         # caller's may go on being read, and pandas may reorganize a frame that is read)
-        self._pending.append(self._threads["parquet"].submit(
-            _write_parquet, table, staging / f"{name}.parquet"))
-        self._pending.append(self._threads["csv"].submit(
-            _write_csv_file, table, staging / f"{name}.csv"))
+        self._pending.append((f"{name}.parquet", self._threads["parquet"].submit(
+            _write_parquet, table, staging / f"{name}.parquet")))
+        self._pending.append((f"{name}.csv", self._threads["csv"].submit(
+            _write_csv_file, table, staging / f"{name}.csv")))
 
     def commit(self, summary: dict[str, object], findings: list[dict[str, object]] | None = None,
                before_summary: Callable[[], None] | None = None) -> list[Path]:
         """Wait for the tables, write summary.json and findings.json, and move every file into
         `outdir`. `before_summary` runs once the tables are written, before the summary is (the
         CLI collects the capture hashes there: they finish while the tables are written); if
-        it raises, nothing appears."""
+        it raises, nothing appears. A file that cannot be written (a full disk) is a
+        ConfscopeError naming it."""
         staging = self._staging_folder()
-        for done in self._pending:
-            done.result()
+        for name, done in self._pending:
+            with self._naming(name):
+                done.result()
         if before_summary is not None:
             before_summary()
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        with self._naming("summary.json"):
+            (staging / "summary.json").write_text(
+                json.dumps(summary, indent=2, default=str) + "\n")
         if findings is not None:
             document = {"format_version": summary.get("format_version"), "findings": findings}
-            (staging / "findings.json").write_text(json.dumps(document, indent=2) + "\n")
+            with self._naming("findings.json"):
+                (staging / "findings.json").write_text(json.dumps(document, indent=2) + "\n")
         written = []
         for item in sorted(staging.iterdir()):
             os.replace(item, self._outdir / item.name)
@@ -916,6 +922,16 @@ class OutputWriter:
         if self._made_outdir:
             with contextlib.suppress(OSError):  # (not empty: it holds the outputs)
                 self._outdir.rmdir()
+
+    @contextlib.contextmanager
+    def _naming(self, name: str) -> Iterator[None]:
+        """An OSError while writing output `name` as one line that names it (pyarrow's and a
+        failed write's name no file)."""
+        try:
+            yield
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfscopeError(f"{self._outdir}: cannot write {name} ({why})") from None
 
     def _staging_folder(self) -> Path:
         if self._staging is None:

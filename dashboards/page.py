@@ -146,8 +146,10 @@ def write_atomically(path: Path, text: str) -> Path:
             stream.write(text)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno:  # (a failed write)
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
     return path
 
