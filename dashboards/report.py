@@ -514,7 +514,7 @@ def captures_table(captures: object) -> str:
 def gaps_text(capture: Mapping[str, object]) -> str:
     """What of a capture was not read, or not read whole, in plain words."""
     damage = capture.get("damage")
-    parts = [json.dumps(damage)] if damage else []
+    parts = [damage_text(damage)] if isinstance(damage, Mapping) else []
     counts = ((capture.get("packets_of_undecoded_link_types"),
                "packets of a link type confscope does not decode (link types "
                f"{capture.get('link_types')})"),
@@ -530,6 +530,15 @@ def gaps_text(capture: Mapping[str, object]) -> str:
     parts += [f"{number:,} {what}" for number, what in counts
               if isinstance(number, int) and number > 0]
     return "; ".join(parts) or "none"
+
+
+def damage_text(damage: Mapping[str, object]) -> str:
+    """summary.json's damage of a capture in words: why, where, and how far it was read."""
+    frame, offset = damage.get("first_unreadable_frame"), damage.get("file_offset")
+    read = (f"read up to frame {frame - 1:,}" if isinstance(frame, int) and frame > 1
+            else "no frame could be read")
+    at = f" at byte {offset:,}" if isinstance(offset, int) else ""
+    return f"damaged{at}: {damage.get('reason', 'unknown reason')} ({read})"
 
 
 def geoip_table(databases: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import json
 import os
 import struct
@@ -87,6 +88,12 @@ def test_garbage_after_header_is_reported_as_damage(tmp_path: Path, capture: Pat
     assert damage["first_unreadable_frame"] == 51
     assert "captured bytes" in damage["reason"]
     assert summary["captures"][0]["packets"] == 50
+    # the report says it in words, not as JSON
+    report = (tmp_path / "out" / "report.html").read_text()
+    words = (f"damaged at byte {damage['file_offset']:,}: {damage['reason']} "
+             "(read up to frame 50)")
+    assert html.escape(words, quote=False) in report or html.escape(words) in report
+    assert '"first_unreadable_frame"' not in report
 
 
 def test_truncated_capture_is_analyzed_up_to_the_damage(tmp_path: Path, capture: Path) -> None:
