@@ -138,6 +138,30 @@ def test_shrink_ahead_of_the_reader_gives_the_packets_before_it(tmp_path: Path) 
 
 
 @needs_guard
+def test_damage_before_the_shrink_is_the_damage_reported(tmp_path: Path) -> None:
+    """A record the walk cannot read stops it before the bytes the file lost: that record is
+    the damage, as it is without the shrink."""
+    pcap, _, _ = big_capture(tmp_path)
+    data = bytearray(pcap.read_bytes())
+    oracle_reader = CaptureReader(pcap, chunk_bytes=CHUNK)
+    ends = np.concatenate([b.file_offset + b.data_offset + b.caplen
+                           for b in oracle_reader.batches()])
+    bad = int(ends[len(ends) * 2 // 5])  # a record header after 40 % of the records
+    data[bad + 8 : bad + 12] = (0xFFFFFFF0).to_bytes(4, "little")  # its captured length
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(bytes(data))
+    at_rest = CaptureReader(path, chunk_bytes=CHUNK)
+    expected = [_batch_records(b) for b in at_rest.batches()]
+    assert at_rest.info.damage is not None and "captured bytes" in at_rest.info.damage.reason
+    reader = CaptureReader(path, chunk_bytes=CHUNK)
+    batches = reader.batches()
+    parts = [_batch_records(next(batches))]
+    os.truncate(path, bad + 100)  # just past the bad record (its chunk), ahead of the reader
+    parts += [_batch_records(b) for b in batches]
+    assert parts == expected and reader.info.damage == at_rest.info.damage
+
+
+@needs_guard
 def test_shrink_behind_the_reader_reads_zeros_and_names_the_first_frame(tmp_path: Path) -> None:
     pcap, _, _ = big_capture(tmp_path)
     path = _copy(tmp_path, pcap)

@@ -345,6 +345,15 @@ class CaptureReader:
                            "error, or it was cut and grew again)")
         return None
 
+    def _loss_within(self, offset: int, end: int, result: WalkResult) -> tuple[int, str] | None:
+        """The loss (`_lost_from`) that the walk of the chunk from `offset` to `end` ran into;
+        None if there is none, or it lies past the chunk (a later one meets it), or past
+        damage the walk stopped at (reported as such)."""
+        lost = self._lost_from()
+        if lost is None or lost[0] >= end:
+            return None
+        return None if result.error and offset + result.stop <= lost[0] else lost
+
     def _lost(self, offset: int, why: str) -> None:
         """The mapped file's bytes from `offset` on are lost: damage from the first frame past
         them."""
@@ -433,9 +442,8 @@ class CaptureReader:
         while offset < size:
             end, result = self._walk_span(data, walker, offset)
             self._note_walker(walker)
-            lost = self._lost_from()
-            cut = lost is not None and lost[0] < end
-            if lost is not None and cut:  # (the walk may have read zeros past it)
+            lost = self._loss_within(offset, end, result)
+            if lost is not None:  # (the walk may have read zeros past it)
                 result = WalkResult(_records_before(result.records, lost[0] - offset),
                                     min(max(lost[0] - offset, 0), result.stop))
             if len(result.records.data_offset):
@@ -447,7 +455,7 @@ class CaptureReader:
                 yield batch
                 handed.append(offset)
                 dropped = drop_pages(mapped, dropped, handed[0])
-            if lost is not None and cut:
+            if lost is not None:
                 self._lost(*lost)
                 return
             if result.error:
