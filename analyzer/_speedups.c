@@ -2862,9 +2862,10 @@ static int install_bus_handler(void)
 
 PyDoc_STRVAR(guard_mapping_doc,
              "guard_mapping(buffer) -> slot or -1\n\n"
-             "Guard the file mapping that `buffer` exposes (e.g. an mmap): pages the file no longer\n"
-             "has read as zeros instead of raising SIGBUS. -1 when this system or build cannot,\n"
-             "or every slot is taken. The mapping must stay open until unguard_mapping(slot).");
+             "Guard the file mapping that `buffer` exposes (e.g. an mmap): pages the file cannot\n"
+             "give (it shrank, or a read failed) read as zeros instead of raising SIGBUS. -1 when\n"
+             "this system or build cannot, or every slot is taken. The mapping must stay open\n"
+             "until unguard_mapping(slot).");
 
 static PyObject *guard_mapping(PyObject *self, PyObject *arg)
 {
