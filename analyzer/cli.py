@@ -12,7 +12,7 @@ import gc
 import os
 import select
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -279,10 +279,8 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
         summary = summary_text(analysis, args.output, report=not args.no_report)
     del analysis, collect  # (the report reads the tables' files: their memory goes to it)
     if not args.no_report:
-        from dashboards.report import build_report
-
         with collector_paused(), _stage(show, "writing the report"):
-            _report_after_tables(build_report, args.output)
+            _report_after_tables(args.output)
     if args.export_figures:
         from dashboards.figures import export_figures
 
@@ -292,10 +290,12 @@ def _analyze_and_write(args: argparse.Namespace, hashes: CaptureHashes | None) -
     return EXIT_OK
 
 
-def _report_after_tables(build: Callable[[Path], Path], outdir: Path) -> None:
+def _report_after_tables(outdir: Path) -> None:
     """Write the report; if that fails (a full disk), say that the tables are written."""
+    from dashboards.report import build_report
+
     try:
-        build(outdir)
+        build_report(outdir)
     except OSError as exc:
         raise ConfscopeError(f"{_os_error_text(exc)}; the tables are written: 'confscope "
                              f"report {outdir}' writes the report again") from None

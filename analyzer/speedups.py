@@ -264,11 +264,6 @@ def guard_mapping(mapped: mmap.mmap) -> int | None:
     return slot
 
 
-def can_guard_mappings() -> bool:
-    """Whether ``guard_mapping`` can guard (the C extension is in use)."""
-    return native is not None
-
-
 def guarded_faults(slot: int) -> tuple[int, int]:
     """(pages, first): how many pages of the mapping guarded in ``slot`` read as zeros because
     the file could not give them, and the offset of the first in the mapping (-1: none)."""

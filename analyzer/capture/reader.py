@@ -52,7 +52,8 @@ from analyzer.capture.formats import (
 from analyzer.capture.gunzip import DecompressionError, GunzipStream, open_gunzip
 from analyzer.capture.source import STDIN, is_stream
 from analyzer.errors import CaptureFormatError, ConfscopeError
-from analyzer.speedups import can_guard_mappings, guard_mapping, guarded_faults
+from analyzer.speedups import enabled as can_guard_mappings
+from analyzer.speedups import guard_mapping, guarded_faults
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
