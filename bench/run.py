@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -238,9 +239,36 @@ def machine() -> dict[str, str]:
         "Python": platform.python_version(),
         "numpy": metadata.version("numpy"),
         "confscope": first_line([confscope_program(), "--version"]),
+        "confscope install": confscope_install(),
         "tshark": first_line(["tshark", "--version"], r"TShark \(Wireshark\) \S+"),
         "nDPI": first_line(["ndpiReader", "-h"], r"nDPI \S+"),
     }
+
+
+def in_venv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def confscope_install() -> str:
+    """How the timed confscope is installed. Its start-up depends on it: an editable install
+    consults its finder on every import, and the `.pth` files of a shared site-packages run
+    at every start (0.1-0.15 s in all on the 2M capture: bench/README.md)."""
+    if not os.access(Path(sys.executable).with_name("confscope"), os.X_OK):
+        return "the confscope found on PATH (its install not inspected)"
+    found = [d for d in metadata.distributions(path=[str(site_packages())])
+             if d.metadata["Name"] == "confscope"]  # (not a build's egg-info in the checkout)
+    if not found:
+        return "unknown (no confscope distribution in this interpreter's site-packages)"
+    direct = found[0].read_text("direct_url.json") or "{}"
+    editable = bool(json.loads(direct).get("dir_info", {}).get("editable"))
+    where = "a virtual environment" if in_venv() else f"the site-packages of {sys.prefix}"
+    startup_files = sorted(p.name for p in site_packages().glob("*.pth"))
+    return (f"{'editable' if editable else 'regular'} (`pip install {'-e ' if editable else ''}.`) "
+            f"in {where}; .pth files run at start: {', '.join(startup_files) or 'none'}")
+
+
+def site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
 
 
 def capture_info(capture: Path) -> dict:
@@ -303,9 +331,11 @@ def ratio_lines(results: list[Result]) -> list[str]:
 
 
 def command_lines(capture: Path, jobs: int, runs: int) -> list[str]:
+    venv = ["python3 -m venv VENV && VENV/bin/pip install .  # confscope as the README installs it"]
+    runner = "VENV/bin/python" if in_venv() else "python"
     lines = ["```sh", f"python -m bench.make_capture {shlex.quote(str(capture))} "
-             f"{generator_args(capture)}",
-             f"python -m bench.run {shlex.quote(str(capture))} --runs {runs} --jobs {jobs}",
+             f"{generator_args(capture)}", *(venv if in_venv() else []),
+             f"{runner} -m bench.run {shlex.quote(str(capture))} --runs {runs} --jobs {jobs}",
              "# each timed command (OUTDIR: a fresh temporary folder per run):"]
     lines += [shlex.join(t.command(capture, jobs))
               + ("" if t.name.startswith("confscope") else " > /dev/null") for t in TOOLS]
@@ -581,14 +611,21 @@ def long_hours(text: str) -> tuple[float, ...]:
 def compile_bytecode() -> None:
     """Byte-compile confscope's modules, as `pip install` does for an installed tool: an editable
     install run with PYTHONDONTWRITEBYTECODE=1 would compile every module on every run."""
-    import analyzer
+    installed = site_packages() / "analyzer"  # (not the checkout's, on sys.path first here)
+    if not installed.is_dir():
+        import analyzer
 
-    compileall.compile_dir(Path(analyzer.__file__).parent, quiet=1)
+        installed = Path(analyzer.__file__).parent
+    compileall.compile_dir(installed, quiet=1)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     compile_bytecode()
+    install = confscope_install()
+    if not install.startswith("regular"):
+        print(f"note: timing confscope installed {install.split(';')[0]}: not as the README "
+              "installs it, start-up costs more (bench/README.md)", file=sys.stderr)
     if args.formats:
         write_section(args.out, "formats", formats_check(args.capture, args.runs, args.jobs))
     elif args.capture is not None and not args.memory_check:

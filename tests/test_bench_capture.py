@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -351,10 +352,12 @@ def test_runner_writes_its_section(capture: tuple[Path, dict], tmp_path: Path) -
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nkept by hand\n")
     for _ in range(2):
-        subprocess.run([sys.executable, "-m", "bench.run", str(capture[0]), "--runs", "2",
-                        "--tools", "cat", "--out", str(out)], cwd=ROOT, check=True,
-                       capture_output=True, timeout=60)
+        done = subprocess.run([sys.executable, "-m", "bench.run", str(capture[0]), "--runs", "2",
+                               "--tools", "cat", "--out", str(out)], cwd=ROOT, check=True,
+                              capture_output=True, text=True, timeout=60)
     text = out.read_text()
+    install = next(line for line in text.splitlines() if line.startswith("* confscope install"))
+    assert ("regular" in install) == ("note: timing confscope installed" not in done.stderr)
     assert text.count("<!-- timing:begin -->") == 1 and "kept by hand" in text
     row = next(line for line in text.splitlines() if line.startswith("| cat |"))
     cells = [cell.strip() for cell in row.split("|")[2:-1]]
@@ -419,3 +422,27 @@ def test_runner_times_the_formats(capture: tuple[Path, dict], tmp_path: Path) ->
     assert "pcapng / pcap wall time" in text and "gzip / pcap wall time" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md", "mix.pcap",
                                                          "mix.pcap.json"]
+
+
+@pytest.mark.parametrize("editable", [True, False])
+def test_runner_says_how_confscope_is_installed(editable: bool, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's install line reads the timed install's own dist-info (PEP 610's
+    direct_url.json) and the site-packages' .pth files, not a build's egg-info in the checkout."""
+    from bench import run
+
+    if not os.access(Path(sys.executable).with_name("confscope"), os.X_OK):
+        pytest.skip("no confscope script beside this interpreter")
+    info = tmp_path / "confscope-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: confscope\nVersion: 0.1.0\n")
+    url = {"url": "file:///src/confscope", "dir_info": {"editable": True} if editable else {}}
+    (info / "direct_url.json").write_text(json.dumps(url))
+    (tmp_path / "zz_start.pth").write_text("import os\n")
+    monkeypatch.setattr(run, "site_packages", lambda: tmp_path)
+    said = run.confscope_install()
+    assert said.startswith("editable (`pip install -e .`)" if editable
+                           else "regular (`pip install .`)")
+    assert said.endswith(".pth files run at start: zz_start.pth")
+    info.rename(tmp_path / "other")
+    assert run.confscope_install().startswith("unknown")
