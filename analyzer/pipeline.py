@@ -102,8 +102,10 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
     own = (CaptureHashes([Path(path)]) if settings.hash_captures and hashes is None
            and not stream else None)
     try:
+        hashing = own or (hashes if settings.hash_captures else None)
+        size = hashing.size(Path(path)) if hashing is not None else None  # (as hashed)
         with collector_paused():  # (until the pipeline's state is freed: `collector_paused`)
-            result = _run_pipeline(path, settings, progress, media_workers)
+            result = _run_pipeline(path, settings, progress, media_workers, size)
         if own is not None:
             result.sha256 = own.digest(Path(path))
         elif settings.hash_captures and not stream:
@@ -115,12 +117,14 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
 
 
 def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
-                  progress: Progress | None, media_workers: int | None = None) -> CaptureResult:
+                  progress: Progress | None, media_workers: int | None = None,
+                  snapshot: int | None = None) -> CaptureResult:
+    """`snapshot`: the file's bytes to analyze (those hashed), else all it holds when read."""
     threads = settings.jobs or os.cpu_count() or 1
     workers = max(threads - 2, 0) if media_workers is None else media_workers
     # with the read-ahead thread, up to two batches are alive besides the one being filled
     reader = CaptureReader(path, settings.chunk_bytes, buffers=3 if threads > 1 else 1,
-                           hash_stream=settings.hash_captures)
+                           hash_stream=settings.hash_captures, size=snapshot)
     flows, capture = FlowTable(), CaptureFacts()
     inspector = Inspector(flows, capture)
     media = MediaExtractor(flows, capture, inspector.facts)
@@ -173,8 +177,8 @@ def _run_pipeline(path: str | os.PathLike[str], settings: Settings,
     name = capture_name(Path(path))
     tables = build_tables(name, flows, inspector, media, capture)
     tables["timeline"] = timeline.table(name)
-    size = (reader.stream_bytes if reader.from_pipe
-            else reader.mapped_size or Path(path).stat().st_size)  # (as analyzed)
+    size = (reader.stream_bytes if reader.from_pipe else reader.mapped_size
+            or (Path(path).stat().st_size if snapshot is None else snapshot))  # (as analyzed)
     digest = reader.stream_sha256()
     result = CaptureResult(reader.info, digest, size, tables, {})
     result.counts = _capture_counts(reader.info, tables)

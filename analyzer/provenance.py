@@ -34,26 +34,42 @@ LOWEST_PRIORITY = 19
 ERROR_PREFIX = "error: "
 
 
-def file_sha256(path: Path, window: int = MAP_BYTES) -> str:
+def file_sha256(path: Path, window: int = MAP_BYTES, size: int | None = None) -> str:
     """The file's SHA-256: of its mapped windows when it is a regular file the system maps,
-    else of what reading it to the end gives. A regular file is hashed up to the size it has
-    when hashing starts, as `CaptureReader` maps it."""
+    else of what reading it to the end gives. A regular file is hashed up to `size` bytes
+    (`snapshot_size`: the bytes `CaptureReader` is told to analyze) or, without one, up to
+    the size it has when hashing starts; OSError when it no longer has `size` bytes."""
     digest = hashlib.sha256()
     with path.open("rb", buffering=0) as handle:
-        if not _hash_mapped(handle.fileno(), digest, window):
-            _hash_read(handle, digest)
+        if not _hash_mapped(handle.fileno(), digest, window, size):
+            _hash_read(handle, digest, size)
     return digest.hexdigest()
 
 
-def _hash_mapped(fd: int, digest: hashlib._Hash, window: int) -> bool:
-    """Hash the regular file `fd` window by window; False when it cannot be mapped (then
-    nothing was hashed). A window that cannot be mapped after the first raises OSError."""
+def snapshot_size(path: Path) -> int | None:
+    """The bytes of a regular file to hash and analyze: its size now, so that a file still
+    being written (tcpdump -w) is hashed and analyzed up to the same byte; None for others."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None  # (the child reports why it cannot hash it)
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _hash_mapped(fd: int, digest: hashlib._Hash, window: int, size: int | None) -> bool:
+    """Hash the regular file `fd` window by window, up to `size` bytes if given; False when it
+    cannot be mapped (then nothing was hashed). A window that cannot be mapped after the first
+    raises OSError."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         return False
-    for offset in range(0, info.st_size, window):
+    if size is not None and info.st_size < size:
+        raise OSError(f"the file shrank from {size:,} to {info.st_size:,} bytes before it "
+                      "was hashed; analyze a copy that nothing writes to")
+    end = info.st_size if size is None else size
+    for offset in range(0, end, window):
         try:
-            mapped = mmap.mmap(fd, min(window, info.st_size - offset), access=mmap.ACCESS_READ,
+            mapped = mmap.mmap(fd, min(window, end - offset), access=mmap.ACCESS_READ,
                                offset=offset)
         except (OSError, ValueError):
             if offset:
@@ -64,11 +80,16 @@ def _hash_mapped(fd: int, digest: hashlib._Hash, window: int) -> bool:
     return True
 
 
-def _hash_read(handle: io.FileIO, digest: hashlib._Hash) -> None:
+def _hash_read(handle: io.FileIO, digest: hashlib._Hash, size: int | None) -> None:
     buffer = bytearray(READ_BYTES)
     view = memoryview(buffer)
-    while got := handle.readinto(buffer):
+    left = -1 if size is None else size
+    while left and (got := handle.readinto(view if left < 0 else view[: min(left, len(view))])):
         digest.update(view[:got])
+        left -= got if left > 0 else 0
+    if left > 0:
+        raise OSError(f"the file shrank below {size:,} bytes while it was hashed; analyze a "
+                      "copy that nothing writes to")
 
 
 class CaptureHashes:
@@ -76,13 +97,20 @@ class CaptureHashes:
 
     def __init__(self, paths: Iterable[Path]) -> None:
         self._paths = [Path(p) for p in paths]
+        self._sizes = {p: snapshot_size(p) for p in self._paths}
         self._results: dict[Path, str] | None = None
         self._child = subprocess.Popen(
             # -I: the standard library only, whatever the environment or the working folder
-            [sys.executable, "-I", __file__, *map(str, self._paths)],
+            [sys.executable, "-I", __file__,
+             *(arg for p in self._paths for arg in (str(p), str(self._sizes[p]).lower()))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, encoding="utf-8",
         ) if self._paths else None
+
+    def size(self, path: Path) -> int | None:
+        """The bytes of `path` being hashed (`snapshot_size`): the bytes to analyze, so that
+        the SHA-256 is of them; None for a file that is not regular, or not among these."""
+        return self._sizes.get(Path(path))
 
     def digest(self, path: Path) -> str:
         """The capture's SHA-256 (hex); raises OSError when it could not be read."""
@@ -120,15 +148,16 @@ def _why_stopped(returncode: int | None) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Child process: one line per capture, its SHA-256 or `error: why`."""
+    """Child process: one line per capture (given as path and bytes to hash, or "none"),
+    its SHA-256 or `error: why`."""
     if hasattr(os, "nice"):
         os.nice(LOWEST_PRIORITY)
     if hasattr(os, "sched_setscheduler"):
         with contextlib.suppress(OSError):  # (a kernel without it keeps nice 19)
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    for arg in argv:
+    for arg, size in zip(argv[::2], argv[1::2], strict=True):  # (path, size or "none")
         try:
-            print(file_sha256(Path(arg)), flush=True)
+            print(file_sha256(Path(arg), size=None if size == "none" else int(size)), flush=True)
         except OSError as exc:
             print(f"{ERROR_PREFIX}{exc.strerror or exc}", flush=True)
     return 0

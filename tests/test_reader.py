@@ -805,7 +805,7 @@ def test_mapped_and_streamed_reading_agree(tmp_path: Path, cut: int,
         for chunk in (4096, 64 << 20):
             mapped = read_all(damaged, chunk)
             with monkeypatch.context() as patch:
-                patch.setattr(reader_module, "_map_file", lambda stream: None)
+                patch.setattr(reader_module, "_map_file", lambda stream, size=None: None)
                 streamed = read_all(damaged, chunk)
             assert mapped.records == streamed.records and mapped.frames == streamed.frames
             assert mapped.info == streamed.info

@@ -60,10 +60,11 @@ class DecompressionError(OSError):
 class GunzipStream(io.RawIOBase):
     """The decompressed bytes of a gzip file, read from a child process's shared slots."""
 
-    def __init__(self, source: BinaryIO, slot_bytes: int = SLOT_BYTES, slots: int = SLOTS
-                 ) -> None:
+    def __init__(self, source: BinaryIO, slot_bytes: int = SLOT_BYTES, slots: int = SLOTS,
+                 size: int | None = None) -> None:
         """`source`: the open compressed file; the child reads it from its current offset
-        (through the same open file, so /dev/stdin and deleted files work too)."""
+        (through the same open file, so /dev/stdin and deleted files work too), up to its
+        byte `size` if given (the bytes hashed, of a file still being written)."""
         super().__init__()
         if not 1 <= slots <= MAX_SLOTS or slot_bytes < 1:
             raise ValueError(f"{slots} slots of {slot_bytes} bytes: 1 to {MAX_SLOTS} slots")
@@ -77,7 +78,7 @@ class GunzipStream(io.RawIOBase):
             self._child = subprocess.Popen(  # (a failure leaves the mapping to the collector)
                 # -I: the standard library (and site-packages for isal) only, whatever the folder
                 [sys.executable, "-I", __file__, str(fd), str(ring_fd), str(slot_bytes),
-                 str(slots)], bufsize=0,
+                 str(slots), str(-1 if size is None else size)], bufsize=0,
                 pass_fds=(fd, ring_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env={**os.environ, **CHILD_MALLOC},
             )
@@ -154,8 +155,8 @@ class GunzipStream(io.RawIOBase):
         super().close()
 
 
-def open_gunzip(source: BinaryIO) -> io.BufferedReader:
-    return io.BufferedReader(GunzipStream(source), buffer_size=CHUNK_BYTES)
+def open_gunzip(source: BinaryIO, size: int | None = None) -> io.BufferedReader:
+    return io.BufferedReader(GunzipStream(source, size=size), buffer_size=CHUNK_BYTES)
 
 
 def _shared_ring_fd(size: int) -> int:
@@ -221,14 +222,17 @@ class _RingWriter:
         return self._free.popleft()
 
 
-def _decompress(source_fd: int, ring_fd: int, slot_bytes: int, slots: int) -> int:
-    """Child process: the decompressed bytes into the shared slots, as they come; on damage,
-    what came before it, then the reason on stderr and exit code 1."""
+def _decompress(source_fd: int, ring_fd: int, slot_bytes: int, slots: int, end: int = -1
+                ) -> int:
+    """Child process: the decompressed bytes into the shared slots, as they come (of the
+    source's bytes up to offset `end`, if not negative); on damage, what came before it, then
+    the reason on stderr and exit code 1."""
     with mmap.mmap(ring_fd, slots * slot_bytes) as ring:
         writer = _RingWriter(ring, slot_bytes, sys.stdout.fileno(), sys.stdin.fileno())
         try:
             with os.fdopen(source_fd, "rb", buffering=0) as source:
-                for piece in _inflate(source, _zlib_module()):
+                left = -1 if end < 0 else max(end - os.lseek(source_fd, 0, os.SEEK_CUR), 0)
+                for piece in _inflate(source, _zlib_module(), left):
                     writer.write(piece)
             writer.flush()
             writer.end()
@@ -255,11 +259,13 @@ def _zlib_module() -> ModuleType:
     return zlib
 
 
-def _inflate(source: BinaryIO, engine: ModuleType) -> Iterator[bytes]:
+def _inflate(source: BinaryIO, engine: ModuleType, left: int = -1) -> Iterator[bytes]:
     """The decompressed bytes of each gzip member in turn (RFC 1952), yielded as soon as they
-    are decoded; zero padding after a member is skipped, as the gzip module does."""
+    are decoded (of the next `left` bytes of `source` only, if not negative); zero padding
+    after a member is skipped, as the gzip module does."""
     decoder, members = None, 0  # decoder None: before a member
-    while data := source.read(CHUNK_BYTES):
+    while data := source.read(CHUNK_BYTES if left < 0 else min(CHUNK_BYTES, left)):
+        left -= len(data) if left > 0 else 0
         while data:
             if decoder is None:
                 data = data.lstrip(b"\0") if members else data
@@ -279,4 +285,4 @@ def _inflate(source: BinaryIO, engine: ModuleType) -> Iterator[bytes]:
 
 
 if __name__ == "__main__":
-    sys.exit(_decompress(*map(int, sys.argv[1:5])))
+    sys.exit(_decompress(*map(int, sys.argv[1:6])))

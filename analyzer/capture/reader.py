@@ -69,8 +69,10 @@ FIRST_CHUNK_BYTES = 16 * 1024 * 1024
 RECENT_BEYOND_RING = 3
 GZIP_MAGIC = b"\x1f\x8b"
 @contextmanager
-def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
-    """`path` opened for reading, gzip decompressed on the fly; one-line errors otherwise."""
+def open_capture_stream(path: Path, size: int | None = None
+                        ) -> Iterator[tuple[io.BufferedIOBase, str]]:
+    """`path` opened for reading, gzip decompressed on the fly (from its first `size` bytes,
+    if given); one-line errors otherwise."""
     with ExitStack() as stack:
         raw = stack.enter_context(_open_file(path))
         try:
@@ -86,7 +88,7 @@ def open_capture_stream(path: Path) -> Iterator[tuple[io.BufferedIOBase, str]]:
         if not compressed:
             yield raw, ""
         else:  # decompressed beside the analysis, by a child process
-            yield stack.enter_context(open_gunzip(raw)), "gzip"
+            yield stack.enter_context(open_gunzip(raw, size)), "gzip"
 
 
 def _why(exc: BaseException) -> str:
@@ -125,13 +127,16 @@ def _widen_pipe(raw: io.BufferedReader) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
-    """A read-only mapping of a regular file, or None (pipes, special files, no mmap)."""
+def _map_file(stream: io.BufferedIOBase, size: int | None = None) -> mmap.mmap | None:
+    """A read-only mapping of a regular file (of its first `size` bytes at most, if given),
+    or None (pipes, special files, no mmap)."""
     try:
         fd = stream.fileno()
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size == 0:
+        info = os.fstat(fd)
+        length = info.st_size if size is None else min(size, info.st_size)
+        if not stat.S_ISREG(info.st_mode) or length == 0:
             return None
-        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(fd, length, access=mmap.ACCESS_READ)
     except (OSError, ValueError, io.UnsupportedOperation):
         return None
     if hasattr(mapped, "madvise"):
@@ -139,10 +144,11 @@ def _map_file(stream: io.BufferedIOBase) -> mmap.mmap | None:
     return mapped
 
 
-def _guarded_map(stream: io.BufferedIOBase) -> tuple[mmap.mmap, int] | None:
+def _guarded_map(stream: io.BufferedIOBase, size: int | None
+                 ) -> tuple[mmap.mmap, int] | None:
     """`_map_file`, guarded against lost pages (module doc), and its guard's slot; None when
     it cannot be mapped or guarded (the file is read then)."""
-    mapped = _map_file(stream)
+    mapped = _map_file(stream, size)
     slot = guard_mapping(mapped) if mapped is not None else None
     if mapped is not None and slot is not None:
         return mapped, slot
@@ -259,10 +265,13 @@ class CaptureReader:
     """Iterate over the packets of one capture file in batches."""
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 buffers: int = 1, hash_stream: bool = False):
+                 buffers: int = 1, hash_stream: bool = False, size: int | None = None):
         """`hash_stream`: a capture read through a pipe (`from_pipe`) is hashed as it is read
-        (`stream_sha256`, `stream_bytes`)."""
+        (`stream_sha256`, `stream_bytes`). `size`: read only the file's first `size` bytes
+        (compressed ones for gzip), as many as are hashed (`provenance.snapshot_size`): bytes
+        a program writing the file adds meanwhile are neither hashed nor analyzed."""
         self.path = Path(path)
+        self.size = size
         self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         self.buffers = max(buffers, 1)
         self.info = CaptureInfo(path=str(self.path))
@@ -272,7 +281,7 @@ class CaptureReader:
         self._walked = 0  # capture bytes walked into batches (for the average record size)
         self._mapped: mmap.mmap | None = None  # the mapping, held until `check_unchanged`
         self._guard = -1  # its guard slot
-        self.mapped_size = 0  # the file's size when it was mapped (0: it is read)
+        self.mapped_size = 0  # the bytes mapped: the file's size then, or `size` (0: it is read)
         # (first frame, file offset, record ends) of the batches that may still be read
         self._recent: deque[tuple[int, int, np.ndarray]] = deque()
 
@@ -302,16 +311,20 @@ class CaptureReader:
     def batches(self) -> Iterator[PacketBatch]:
         """The capture's packets in file order; `info` is filled in as they are read."""
         self.info = CaptureInfo(path=str(self.path))
-        with open_capture_stream(self.path) as (stream, compressed):
+        size = None if self.from_pipe else self.size
+        with open_capture_stream(self.path, size) as (stream, compressed):
             self.info.compressed = compressed
-            head, error = read_upto(stream, 24)
+            # (`size` bytes of the plain file at most; the decompressing child keeps to them)
+            left = -1 if size is None or compressed else size
+            head, error = read_upto(stream, 24 if left < 0 else min(24, left))
             self._consumed(head)
             walker, start = self._make_walker(head, error)
             self.info.file_format = walker.file_format
             # a stream (even stdin redirected from a file) is read, and hashed, chunk by chunk
-            mapping = None if compressed or self.from_pipe else _guarded_map(stream)
+            mapping = None if compressed or self.from_pipe else _guarded_map(stream, size)
             if mapping is None:
-                yield from self._walk_chunks(stream, walker, head, start)
+                yield from self._walk_chunks(stream, walker, head, start,
+                                             left if left < 0 else left - len(head))
             else:
                 self._watch(*mapping)
                 yield from self._walk_mapped(mapping[0], walker, start)
@@ -385,10 +398,10 @@ class CaptureReader:
             raise CaptureFormatError(f"{self.path}: {exc}") from None
 
     def _walk_chunks(
-        self, stream: io.BufferedIOBase, walker: Walker, head: bytes, start: int
+        self, stream: io.BufferedIOBase, walker: Walker, head: bytes, start: int, left: int = -1
     ) -> Iterator[PacketBatch]:
-        """Read into a ring of `buffers` reused buffers; the unfinished record moves to the
-        front of the next one.
+        """Read into a ring of `buffers` reused buffers (`left` more bytes at most, if not
+        negative); the unfinished record moves to the front of the next one.
 
         A batch's arrays point into its buffer, which is refilled `buffers` batches later: a
         consumer may hold at most `buffers - 1` batches at a time (the pipeline holds one, or
@@ -402,10 +415,11 @@ class CaptureReader:
         file_offset = 0  # offset of view[0] in the (decompressed) capture
         eof, read_error = False, ""
         while not eof:
-            want = self._span()
+            want = self._span() if left < 0 else min(self._span(), left)
             got, read_error = read_into(stream, view[carried : carried + want])
             self._consumed(view[carried : carried + got], turn)
-            eof = bool(read_error) or got < want
+            eof = bool(read_error) or got < want or got == left
+            left -= got if left > 0 else 0
             end = carried + got
             result = walker.walk(view[:end], start)
             self._walked += result.stop - start
