@@ -252,7 +252,7 @@ def in_venv() -> bool:
 def confscope_install() -> str:
     """How the timed confscope is installed. Its start-up depends on it: an editable install
     consults its finder on every import, and the `.pth` files of a shared site-packages run
-    at every start (0.1-0.15 s in all on the 2M capture: bench/README.md)."""
+    at every start (about 0.13 s a run on the 2M capture: bench/README.md)."""
     if not os.access(Path(sys.executable).with_name("confscope"), os.X_OK):
         return "the confscope found on PATH (its install not inspected)"
     found = [d for d in metadata.distributions(path=[str(site_packages())])
