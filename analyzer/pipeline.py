@@ -103,9 +103,9 @@ def analyze_capture(path: str | os.PathLike[str], settings: Settings = Settings(
            and not stream else None)
     try:
         hashing = own or (hashes if settings.hash_captures else None)
-        size = hashing.size(Path(path)) if hashing is not None else None  # (as hashed)
+        snapshot = hashing.size(Path(path)) if hashing is not None else None  # (as hashed)
         with collector_paused():  # (until the pipeline's state is freed: `collector_paused`)
-            result = _run_pipeline(path, settings, progress, media_workers, size)
+            result = _run_pipeline(path, settings, progress, media_workers, snapshot)
         if own is not None:
             result.sha256 = own.digest(Path(path))
         elif settings.hash_captures and not stream:
